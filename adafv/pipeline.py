@@ -1,0 +1,185 @@
+"""The PyTorch reference pipeline: the model's own HF processor, our vision module, AdaFV (or a baseline), then
+greedy generation through the HF LLM with `inputs_embeds`.
+
+    [embeds of the text before the image | kept visual tokens in reading order | embeds of the text after it]
+
+With no reduction (method `full`, or keep >= all visual tokens) the image features are the stock ones (unpadding
+and newline tokens included), so the answer is exactly what transformers' own `generate` gives.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+import torch
+
+from .config import AdaFVConfig
+from .errors import InputError
+from .models import LoadedModel, load
+from .relevance import text_relevance
+from .select import select
+from .vision import VisualTokens, reading_order
+
+
+@dataclasses.dataclass
+class Prepared:
+    """One image and prompt after the HF processor."""
+
+    inputs: dict[str, torch.Tensor]  # the processor's output: input_ids (1, L), pixel_values, image_sizes, ...
+    pixel_values: torch.Tensor  # (N, 3, S, S) the crops actually used
+    image_size: tuple[int, int]  # (height, width) of the original image
+    grid: tuple[int, int]  # (rows, cols) of high-resolution crops; (1, 1) without anyres
+    pre_ids: torch.Tensor  # (n_pre,) text before the image
+    post_ids: torch.Tensor  # (n_post,) text after the image: the question, instructions, assistant prefix
+
+    @property
+    def num_crops(self) -> int:
+        return self.pixel_values.shape[0]
+
+
+def check_prompt(prompt: Any) -> str:
+    if not isinstance(prompt, str):
+        raise InputError(f"the prompt must be a string, got {type(prompt).__name__}")
+    if not prompt.strip():
+        raise InputError("the prompt is empty: ask a question about the image")
+    return prompt
+
+
+def check_image(image: Any):
+    from PIL import Image
+
+    if not isinstance(image, Image.Image):
+        raise InputError(f"the image must be a PIL.Image (decode files with adafv.runtime.load_image), got {image!r}")
+    if image.width < 1 or image.height < 1:
+        raise InputError(f"the image is empty ({image.width}x{image.height})")
+    return image  # the HF processor converts to RGB (transparency onto white)
+
+
+class Reference:
+    """PyTorch reference path for one loaded VLM."""
+
+    def __init__(self, loaded: LoadedModel):
+        self.loaded = loaded
+        self.model = loaded.model
+        self.processor = loaded.processor
+        self.visual = VisualTokens(self.model).eval()
+        self.embed = self.model.get_input_embeddings()
+
+    @classmethod
+    def load(cls, name_or_path, dtype: str | None = None) -> Reference:
+        return cls(load(name_or_path, dtype))
+
+    # -- stages ---------------------------------------------------------------------------------------------------
+
+    def prepare(self, image, prompt: str) -> Prepared:
+        image = check_image(image)
+        prompt = check_prompt(prompt)
+        text = self.loaded.render_prompt(prompt)
+        inputs = dict(self.processor(images=image, text=text, return_tensors="pt"))
+        ids = inputs["input_ids"][0]  # (L,)
+        where = (ids == self.loaded.image_token_id).nonzero().flatten()
+        if where.numel() == 0:
+            raise InputError("the chat template produced no image placeholder")
+        pixel_values = inputs["pixel_values"]
+        size = (image.height, image.width)
+        grid = self.loaded.arch.grid(self.model.config, size)
+        if pixel_values.dim() == 5:  # (1, max_crops, 3, S, S), padded: keep the crops of this image
+            pixel_values = pixel_values[0, : 1 + grid[0] * grid[1]]
+        return Prepared(inputs, pixel_values, size, grid, ids[: where[0]], ids[where[-1] + 1 :])
+
+    def scores(self, prepared: Prepared):
+        """tokens (N, P, D), saliency (N, P), relevance (N*P,)."""
+        tokens, saliency = self.visual(prepared.pixel_values)  # (N, P, D), (N, P)
+        text = self.embed(prepared.post_ids)  # (T, D)
+        N, P, D = tokens.shape
+        relevance = text_relevance(tokens.reshape(1, N * P, D), text[None])[0]  # (NP,)
+        return tokens, saliency, relevance
+
+    def stock_image_features(self, prepared: Prepared) -> torch.Tensor:
+        """The stock transformers image features (anyres packing, unpadding, newline tokens): (n_image_tokens, D)."""
+        kwargs = {}
+        if "image_sizes" in prepared.inputs:
+            kwargs["image_sizes"] = prepared.inputs["image_sizes"]
+        out = self.model.model.get_image_features(pixel_values=prepared.inputs["pixel_values"], **kwargs)
+        return torch.cat(list(out.pooler_output), dim=0)
+
+    def generate(self, prepared: Prepared, visual_embeds: torch.Tensor, max_new_tokens: int) -> list[int]:
+        """Greedy decoding from [pre | visual | post] embeddings; returns the new token ids (EOS excluded)."""
+        dtype = self.embed.weight.dtype
+        embeds = torch.cat(
+            [self.embed(prepared.pre_ids), visual_embeds.to(dtype), self.embed(prepared.post_ids)], dim=0
+        )[None]  # (1, L, D)
+        mask = torch.ones(embeds.shape[:2], dtype=torch.long)
+        tokenizer = self.processor.tokenizer
+        out = self.model.generate(
+            inputs_embeds=embeds,
+            attention_mask=mask,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+        )
+        ids = out[0].tolist()
+        eos = self.model.generation_config.eos_token_id
+        eos = set(eos if isinstance(eos, list) else [eos])
+        for i, t in enumerate(ids):
+            if t in eos:
+                return ids[:i]
+        return ids
+
+    # -- the whole thing ------------------------------------------------------------------------------------------
+
+    def run(self, image, prompt: str, config: AdaFVConfig, max_new_tokens: int = 32) -> dict[str, Any]:
+        """Answer a question about an image; returns the JSON-ready result (text, kept positions, timings)."""
+        if max_new_tokens < 1:
+            raise InputError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        t0 = time.perf_counter()
+        prepared = self.prepare(image, prompt)
+        t1 = time.perf_counter()
+        tokens, saliency, relevance = self.scores(prepared)
+        N, P, D = tokens.shape
+        t2 = time.perf_counter()
+        full = config.method == "full" or config.keep >= N * P
+        if full:
+            positions = torch.arange(N * P)
+            visual = self.stock_image_features(prepared)
+        else:
+            positions = select(
+                config.method,
+                saliency[None],
+                relevance[None],
+                config.keep,
+                mode=config.mode,
+                legacy_offset=config.legacy_offset,
+                seed=config.seed,
+            )  # (1, K) crop-major ascending
+            ordered = reading_order(positions, self.visual.patches_per_side, prepared.grid[1])[0]  # (K,)
+            visual = tokens.reshape(N * P, D).index_select(0, ordered)  # (K, D)
+            positions = positions[0]
+        t3 = time.perf_counter()
+        ids = self.generate(prepared, visual, max_new_tokens)
+        t4 = time.perf_counter()
+        ms = lambda a, b: round((b - a) * 1000, 3)  # noqa: E731
+        return {
+            "model": self.loaded.spec.name,
+            "path": "reference",
+            "method": "full" if full else config.method,
+            "mode": config.mode,
+            "keep": config.keep,
+            "text": self.processor.tokenizer.decode(ids, skip_special_tokens=True).strip(),
+            "tokens": ids,
+            "kept_positions": positions.tolist(),
+            "num_kept": int(positions.numel()),
+            "num_visual_tokens": N * P,
+            "num_llm_visual_tokens": int(visual.shape[0]),
+            "num_crops": N,
+            "grid": list(prepared.grid),
+            "timings_ms": {
+                "preprocess": ms(t0, t1),
+                "vision": ms(t1, t2),
+                "select": ms(t2, t3),
+                "generate": ms(t3, t4),
+                "total": ms(t0, t4),
+            },
+        }

@@ -1,0 +1,34 @@
+"""Visual saliency (METHOD.md section 1): the [CLS] query's attention to the patches in one vision-encoder layer.
+
+Only the [CLS] row of that one layer is computed, from the layer's own LayerNorm and q/k projections: no eager
+attention, no attention maps materialised anywhere, so the rest of the tower keeps its fast (sdpa) attention.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def cls_attention(
+    hidden: torch.Tensor,
+    norm: nn.Module,
+    q_proj: nn.Module,
+    k_proj: nn.Module,
+    num_heads: int,
+    scale: float,
+) -> torch.Tensor:
+    """hidden (B, 1+P, C), the *input* of the attention layer ([CLS] first) -> saliency (B, P).
+
+    Post-softmax attention of the [CLS] query to the P patch keys, mean over heads; the softmax runs over all 1+P
+    keys and the [CLS] column is dropped without renormalising. Equals `attentions[layer][:, :, 0, 1:].mean(1)` of
+    an eager run.
+    """
+    B, S, C = hidden.shape
+    head_dim = C // num_heads
+    h = norm(hidden)  # (B, 1+P, C)
+    q = q_proj(h[:, :1]).view(B, 1, num_heads, head_dim).transpose(1, 2)  # (B, H, 1, dh)
+    k = k_proj(h).view(B, S, num_heads, head_dim).transpose(1, 2)  # (B, H, 1+P, dh)
+    logits = torch.matmul(q.float(), k.float().transpose(-1, -2)) * scale  # (B, H, 1, 1+P)
+    attention = torch.softmax(logits, dim=-1)  # (B, H, 1, 1+P) float32
+    return attention[:, :, 0, 1:].mean(dim=1)  # (B, P)

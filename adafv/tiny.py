@@ -1,0 +1,191 @@
+"""Offline tiny twins of LLaVA-1.5 and LLaVA-NeXT: random weights from a seed, a small real BPE tokenizer, a
+chat template with the image placeholder, and the model's own HF processor. Nothing is downloaded.
+
+The towers are CLIP-style with a [CLS] token (56 px images, 7 px patches: P = 64 patches per crop); the LLMs are
+Llama-style. Everything is built deterministically: the same seed gives the same weights and the same tokenizer.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", "<image>"]
+IMAGE_SIZE = 56
+PATCH_SIZE = 7
+# LLaVA-NeXT's pinpoints (1x2, 2x1, 2x2, 3x1, 1x3 crops of 336 px) scaled to 56 px crops
+PINPOINTS = [[56, 112], [112, 56], [112, 112], [168, 56], [56, 168]]
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'user' %}USER: "
+    "{% for c in message['content'] %}{% if c['type'] == 'image' %}<image>\n"
+    "{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}"
+    "{% else %} ASSISTANT: {% for c in message['content'] %}{{ c['text'] }}{% endfor %}</s>{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %} ASSISTANT:{% endif %}"
+)
+
+_WORDS = (
+    "a an the this that these those is are was were be has have had do does what which who where when why how "
+    "many much there here in on at of to from with without and or but not no yes it its picture image photo "
+    "scene camera robot object objects thing things left right top bottom middle center corner near far above "
+    "below behind front next between small large big tiny huge little round square circle triangle star cross "
+    "heart ring bar red green blue yellow orange purple white black gray brown pink color colour shape size "
+    "count number one two three four five six seven eight nine ten zero person people cat dog car road tree sky "
+    "cloud sun water table chair cup coffee astronaut rocket street house window door wall floor light dark "
+    "describe tell me please answer question word single short sentence see look shown show can could would USER "
+    "ASSISTANT "
+    "should kind type background foreground texture pattern stripe stripes dot dots noise clutter"
+)
+
+
+def _corpus() -> list[str]:
+    words = _WORDS.split()
+    lines = []
+    for i in range(0, len(words), 7):
+        chunk = words[i : i + 7]
+        lines.append(" ".join(chunk))
+        lines.append("What is " + " ".join(chunk[:3]) + "?")
+    lines += [
+        "What is in the picture?",
+        "What color is the small triangle?",
+        "Is there a green star?",
+        "Where is the blue circle?",
+        "How many squares are there?",
+        "The image shows a cat on a table next to a cup of coffee.",
+        "An astronaut stands in front of a rocket under a blue sky.",
+    ]
+    return lines * 3
+
+
+def build_tokenizer(vocab_size: int = 512):
+    """A byte-level BPE tokenizer trained on a fixed built-in corpus; returns a `tokenizers.Tokenizer`."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_corpus(), trainer=trainer)
+    bos = tok.token_to_id("<s>")
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)]
+    )
+    return tok
+
+
+def hf_tokenizer(tok=None):
+    """Wrap a `tokenizers.Tokenizer` as a transformers fast tokenizer with LLaVA's special tokens."""
+    from transformers import PreTrainedTokenizerFast
+
+    tok = tok or build_tokenizer()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        extra_special_tokens={"image_token": "<image>"},
+    )
+
+
+def _vision_config(**overrides):
+    from transformers import CLIPVisionConfig
+
+    cfg = dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        image_size=IMAGE_SIZE,
+        patch_size=PATCH_SIZE,
+        projection_dim=32,
+    )
+    cfg.update(overrides)
+    return CLIPVisionConfig(**cfg)
+
+
+def _text_config(tokenizer, **overrides):
+    from transformers import LlamaConfig
+
+    cfg = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
+    cfg.update(overrides)
+    return LlamaConfig(**cfg)
+
+
+def build(name: str, seed: int = 0):
+    """Build `tiny-llava` or `tiny-llava-next`: returns (model, processor), float32, eval mode."""
+    import torch
+    from transformers import (
+        CLIPImageProcessorPil,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaNextConfig,
+        LlavaNextForConditionalGeneration,
+        LlavaNextImageProcessorPil,
+        LlavaNextProcessor,
+        LlavaProcessor,
+    )
+
+    tokenizer = hf_tokenizer()
+    image_token_id = tokenizer.convert_tokens_to_ids("<image>")
+    common = dict(
+        vision_config=_vision_config(),
+        text_config=_text_config(tokenizer),
+        image_token_id=image_token_id,
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+    )
+    size = {"shortest_edge": IMAGE_SIZE}
+    crop = {"height": IMAGE_SIZE, "width": IMAGE_SIZE}
+    if name == "tiny-llava":
+        config = LlavaConfig(**common)
+        model_cls = LlavaForConditionalGeneration
+        image_processor = CLIPImageProcessorPil(size=size, crop_size=crop)
+        processor_cls = LlavaProcessor
+    elif name == "tiny-llava-next":
+        config = LlavaNextConfig(image_grid_pinpoints=PINPOINTS, **common)
+        model_cls = LlavaNextForConditionalGeneration
+        image_processor = LlavaNextImageProcessorPil(size=size, crop_size=crop, image_grid_pinpoints=PINPOINTS)
+        processor_cls = LlavaNextProcessor
+    else:
+        raise ValueError(f"no tiny model named {name!r}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = model_cls(config)
+    model.eval()
+    processor = processor_cls(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=PATCH_SIZE,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        chat_template=CHAT_TEMPLATE,
+    )
+    return model, processor
+
+
+def save(name: str, out_dir: str | Path, seed: int = 0) -> Path:
+    """Write a tiny model as an ordinary local checkpoint directory (weights, config, processor, tokenizer)."""
+    model, processor = build(name, seed)
+    out = Path(out_dir)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    (out / "adafv_tiny.json").write_text(json.dumps({"name": name, "seed": seed}))
+    return out

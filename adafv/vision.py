@@ -1,0 +1,116 @@
+"""The visual side of AdaFV as our own modules, composed from a HF LLaVA model (never patched):
+
+* `VisualTokens`: the CLIP tower up to the feature layer, the [CLS] saliency of that layer, and the projector;
+* `reading_order`: crop-major positions -> the order the LLM reads them in;
+* `SelectTokens`: scores -> kept positions -> kept tokens in reading order, for one image with a fixed keep.
+  This is what the reference pipeline runs and what export/ traces into ONNX.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .config import AdaFVConfig
+from .errors import ModelError
+from .relevance import text_relevance
+from .saliency import cls_attention
+from .select import _BIG, _smallest, adafv_positions, fastervlm_positions, text_positions
+
+
+class VisualTokens(nn.Module):
+    """pixel_values (N, 3, S, S) -> projected visual tokens (N, P, D) and saliency (N, P).
+
+    Runs the tower's layers only up to the one LLaVA takes its features from (`vision_feature_layer`, -2 for
+    LLaVA-1.5/1.6): the last layer of the tower is never computed. Saliency comes from that same layer's [CLS] row.
+    """
+
+    def __init__(self, model):
+        super().__init__()
+        config = model.config
+        tower = model.model.vision_tower
+        layers = tower.encoder.layers
+        index = config.vision_feature_layer  # into hidden_states, which has len(layers) + 1 entries
+        index = index if index >= 0 else len(layers) + 1 + index
+        if not 1 <= index <= len(layers):
+            raise ModelError(f"vision_feature_layer={config.vision_feature_layer} selects no attention layer")
+        self.embeddings = tower.embeddings
+        self.pre_layrnorm = tower.pre_layrnorm
+        self.layers = nn.ModuleList(layers[:index])  # shares the modules; the saliency layer is the last one
+        self.projector = model.model.multi_modal_projector
+        side = config.vision_config.image_size // config.vision_config.patch_size
+        self.patches_per_side = side
+
+    @property
+    def patches_per_crop(self) -> int:
+        return self.patches_per_side**2
+
+    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        dtype = self.embeddings.patch_embedding.weight.dtype
+        h = self.pre_layrnorm(self.embeddings(pixel_values.to(dtype)))  # (N, 1+P, C)
+        for layer in self.layers[:-1]:
+            h = layer(h, None)  # (N, 1+P, C)
+        last = self.layers[-1]
+        attn = last.self_attn
+        saliency = cls_attention(h, last.layer_norm1, attn.q_proj, attn.k_proj, attn.num_heads, attn.scale)  # (N, P)
+        h = last(h, None)  # (N, 1+P, C) the features LLaVA uses
+        tokens = self.projector(h[:, 1:])  # (N, P, D)
+        return tokens, saliency
+
+
+def reading_order(positions: torch.Tensor, patches_per_side: int, grid_cols) -> torch.Tensor:
+    """Reorder crop-major positions (B, K) into the LLM's reading order; -1 padding stays last.
+
+    The base view (crop 0) first in raster order, then the high-resolution crops stitched into one grid of
+    `grid_cols` crops per row, read in global raster order (no unpadding, no newline tokens).
+    """
+    side = patches_per_side
+    P = side * side
+    pos = positions.clamp(min=0)  # (B, K)
+    crop, patch = pos // P, pos % P
+    tile = (crop - 1).clamp(min=0)  # index among the high-resolution crops
+    row = (tile // grid_cols) * side + patch // side  # global patch row in the stitched grid
+    col = (tile % grid_cols) * side + patch % side
+    key = torch.where(crop == 0, patch, P + row * (grid_cols * side) + col)  # (B, K)
+    key = torch.where(positions < 0, _BIG, key.float())
+    order = _smallest(key, positions.shape[-1])[1]  # (B, K)
+    return torch.gather(positions, -1, order)
+
+
+class SelectTokens(nn.Module):
+    """One image, fixed keep: (tokens (N, P, D), saliency (N, P), text_embeds (T, D), text_mask (T,), grid_cols)
+    -> kept_tokens (keep, D), kept_positions (keep,) in reading order.
+
+    Traceable with a dynamic crop count; methods adafv (exact or paper), fastervlm and text. In paper mode the last
+    keep - V rows are padding: position -1 and a zero token.
+    """
+
+    def __init__(self, config: AdaFVConfig, patches_per_side: int):
+        super().__init__()
+        if config.method not in ("adafv", "fastervlm", "text"):
+            raise ModelError(f"method {config.method!r} cannot be compiled into a graph (adafv, fastervlm, text)")
+        self.config = config
+        self.patches_per_side = patches_per_side
+
+    def scores(self, tokens, saliency, text_embeds, text_mask=None):
+        N, P, D = tokens.shape
+        visual = tokens.reshape(1, N * P, D)  # (1, NP, D)
+        mask = None if text_mask is None else text_mask[None]
+        relevance = text_relevance(visual, text_embeds[None], mask, self.config.temperature)  # (1, NP)
+        return visual, relevance
+
+    def forward(self, tokens, saliency, text_embeds, text_mask=None, grid_cols=1):
+        cfg = self.config
+        visual, relevance = self.scores(tokens, saliency, text_embeds, text_mask)
+        if cfg.method == "adafv":
+            positions = adafv_positions(
+                saliency[None], relevance, cfg.keep, mode=cfg.mode, legacy_offset=cfg.legacy_offset
+            )  # (1, keep)
+        elif cfg.method == "fastervlm":
+            positions = fastervlm_positions(saliency[None], relevance, cfg.keep)
+        else:
+            positions = text_positions(saliency[None], relevance, cfg.keep)
+        positions = reading_order(positions, self.patches_per_side, grid_cols)[0]  # (keep,)
+        kept = visual[0].index_select(0, positions.clamp(min=0))  # (keep, D)
+        kept = torch.where(positions[:, None] >= 0, kept, 0.0)
+        return kept, positions

@@ -1,0 +1,1 @@
+"""adafv.cli: the `adafv` command (the top floor: nothing imports it)."""

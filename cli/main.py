@@ -1,0 +1,123 @@
+"""The `adafv` command: thin shells over the Python API (adafv, adafv.export, adafv.runtime, adafv.calib)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _print_result(result: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result))
+        return
+    print(result["text"])
+    t = result["timings_ms"]
+    stages = " · ".join(f"{k} {v:.0f} ms" for k, v in t.items())
+    print(
+        f"[{result['path']}] kept {result['num_kept']}/{result['num_visual_tokens']} visual tokens "
+        f"({result['method']}, {result['mode']}) · {stages}",
+        file=sys.stderr,
+    )
+
+
+def is_bundle(path: str) -> bool:
+    return (Path(path) / "manifest.json").is_file()
+
+
+def cmd_run(args) -> int:
+    from adafv.runtime import load_image
+
+    image = load_image(args.image)
+    if is_bundle(args.model):
+        return _run_bundle(args, image)
+
+    from adafv import AdaFVConfig, ConfigError
+    from adafv.pipeline import Reference
+
+    if args.keep is None and args.method != "full":
+        raise ConfigError("--keep is required (the number of visual tokens to keep), unless --method full")
+    config = AdaFVConfig(
+        keep=args.keep if args.keep is not None else 1,
+        method=args.method,
+        mode=args.mode,
+        legacy_offset=args.legacy_offset,
+        seed=args.seed,
+    )
+    reference = Reference.load(args.model, dtype=args.dtype)
+    result = reference.run(image, args.prompt, config, max_new_tokens=args.max_new_tokens)
+    _print_result(result, args.json)
+    return 0
+
+
+def _run_bundle(args, image) -> int:
+    from adafv.runtime import BundleError
+
+    raise BundleError(f"{args.model} is a bundle; running bundles arrives with the runtime (issue 4)")
+
+
+def cmd_models(args) -> int:
+    from adafv.models import REGISTRY
+
+    for spec in REGISTRY.values():
+        print(f"{spec.name:22s} {spec.arch:11s} {spec.description}  [{spec.source}]")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from adafv.cli.demo import run_demo
+
+    return run_demo(model=args.model, keep=args.keep)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="adafv", description="AdaFV visual-token selection for fast VLMs")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="answer a question about an image (a model name/path, or a bundle)")
+    run.add_argument("model", help="registered name, checkpoint directory, or bundle directory (engines/...)")
+    run.add_argument("--image", required=True, help="image file")
+    run.add_argument("--prompt", required=True, help="the question")
+    run.add_argument("--keep", type=int, help="visual tokens to keep (a bundle has its own)")
+    run.add_argument("--method", default="adafv", choices=["adafv", "fastervlm", "text", "random", "full"])
+    run.add_argument("--mode", default="exact", choices=["exact", "paper"])
+    run.add_argument("--legacy-offset", action="store_true", help="paper mode: reproduce the released code's defect")
+    run.add_argument("--seed", type=int, default=0, help="seed of the random baseline")
+    run.add_argument("--max-new-tokens", type=int, default=32)
+    run.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], help="weights dtype (default: checkpoint)")
+    run.add_argument("--json", action="store_true", help="print one JSON object")
+    run.add_argument("--stream", action="store_true", help="print tokens as they come (bundles)")
+    run.set_defaults(func=cmd_run)
+
+    models = sub.add_parser("models", help="list the registered models")
+    models.set_defaults(func=cmd_models)
+
+    demo = sub.add_parser("demo", help="answer a question about a real photo with the offline default model")
+    demo.add_argument("--model", default=None)
+    demo.add_argument("--keep", type=int, default=None)
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    _quiet_libraries()
+    args = build_parser().parse_args(argv)
+    from adafv.errors import AdafvError
+    from adafv.runtime.errors import RuntimeFailure
+
+    try:
+        return args.func(args)
+    except (AdafvError, RuntimeFailure) as e:
+        print(f"adafv: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

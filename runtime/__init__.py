@@ -1,0 +1,7 @@
+"""adafv.runtime: answers questions from a bundle (vision engine + int4 LLM). numpy, PIL, tokenizers, onnxruntime
+(and tensorrt where present); never torch or transformers. Heavy modules load on first use."""
+
+from .errors import BundleError, ImageError, PromptError, RuntimeFailure
+from .images import load_image
+
+__all__ = ["BundleError", "ImageError", "PromptError", "RuntimeFailure", "load_image"]

@@ -1,0 +1,17 @@
+"""Errors of the torch-free runtime. Each message names the file or input at fault and what would work."""
+
+
+class RuntimeFailure(Exception):
+    """Base class of every error the runtime raises on purpose."""
+
+
+class ImageError(RuntimeFailure, ValueError):
+    """An image file is missing, empty, corrupt, too large, or of a pixel format that cannot be converted."""
+
+
+class PromptError(RuntimeFailure, ValueError):
+    """A prompt is empty or too long for the bundle."""
+
+
+class BundleError(RuntimeFailure, ValueError):
+    """A bundle is missing files, corrupt, or built for another version, keep, TensorRT or GPU."""

@@ -1,0 +1,74 @@
+"""Decode an image file into an RGB PIL image, with a clear error for everything that cannot be one.
+
+Transparency is composited onto white and every other mode (palette, CMYK, 16-bit, grayscale) converted to RGB,
+as transformers' `convert_to_rgb` does, so the runtime and the HF processor see the same pixels.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+from .errors import ImageError
+
+MAX_PIXELS = 64_000_000  # larger images are decoded at a reduced size where the format allows, else refused
+
+
+def to_rgb(image):
+    """Any PIL image -> RGB, compositing transparency onto white (transformers' rule)."""
+    from PIL import Image
+
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16/32-bit grayscale: scale to 8 bit, as a viewer would
+        import numpy as np
+
+        a = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if image.mode.startswith("I;16") else max(float(a.max()), 1.0)
+        image = Image.fromarray(np.clip(a / peak * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
+    if "A" in image.getbands() or image.info.get("transparency") is not None:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS):
+    """Open, check and fully decode an image file; returns an RGB PIL image."""
+    from PIL import Image, UnidentifiedImageError
+
+    p = Path(path)
+    if not p.exists():
+        raise ImageError(f"image file not found: {p}")
+    if not p.is_file():
+        raise ImageError(f"not a file: {p}")
+    if p.stat().st_size == 0:
+        raise ImageError(f"image file is empty (0 bytes): {p}")
+    try:
+        with warnings.catch_warnings():  # PIL warns above 89 MP; our own limit below decides
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(p)
+        with im:
+            width, height = im.size
+            if width < 1 or height < 1:
+                raise ImageError(f"image has no pixels ({width}x{height}): {p}")
+            if width * height > max_pixels:
+                if im.format == "JPEG":  # decode at 1/2, 1/4 or 1/8 scale: memory stays bounded
+                    scale = (width * height / max_pixels) ** 0.5
+                    im.draft("RGB", (int(width / scale), int(height / scale)))
+                if im.size[0] * im.size[1] > max_pixels:
+                    raise ImageError(
+                        f"image is too large to decode safely: {width}x{height} = {width * height / 1e6:.0f} MP "
+                        f"(limit {max_pixels / 1e6:.0f} MP): {p}"
+                    )
+            im.load()
+            return to_rgb(im)
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as e:
+        raise ImageError(f"image is too large to decode safely ({e}): {p}") from e
+    except UnidentifiedImageError as e:
+        raise ImageError(f"not an image file PIL can read: {p}") from e
+    except (OSError, SyntaxError, ValueError) as e:  # truncated or corrupt data
+        raise ImageError(f"cannot decode image {p}: {e}") from e

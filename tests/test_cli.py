@@ -1,0 +1,98 @@
+"""The `adafv` command: JSON schema, errors with exit code 2, and the console script itself."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from adafv.cli.main import main
+from tests.conftest import photo_path
+
+PHOTO = str(photo_path("astronaut.png"))
+
+
+def run_cli(capsys, *args):
+    code = main(list(args))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_run_json_schema(capsys):
+    code, out, _ = run_cli(
+        capsys,
+        "run",
+        "tiny-llava-next",
+        "--keep",
+        "64",
+        "--image",
+        PHOTO,
+        "--prompt",
+        "What is in the picture?",
+        "--json",
+        "--max-new-tokens",
+        "5",
+    )
+    assert code == 0
+    result = json.loads(out)
+    for key in ("text", "kept_positions", "num_visual_tokens", "keep", "method", "timings_ms"):
+        assert key in result
+    assert result["keep"] == 64 and len(result["kept_positions"]) == 64 and result["num_visual_tokens"] == 320
+    assert result["kept_positions"] == sorted(set(result["kept_positions"]))
+    assert set(result["timings_ms"]) >= {"preprocess", "vision", "select", "generate", "total"}
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["run", "llava-9", "--keep", "8", "--image", PHOTO, "--prompt", "hi"], "unknown model 'llava-9'"),
+        (["run", "tiny-llava", "--keep", "0", "--image", PHOTO, "--prompt", "hi"], "keep must be positive"),
+        (["run", "tiny-llava", "--image", PHOTO, "--prompt", "hi"], "--keep is required"),
+        (["run", "tiny-llava", "--keep", "8", "--image", PHOTO, "--prompt", " "], "prompt is empty"),
+        (["run", "tiny-llava", "--keep", "8", "--image", "/nonexistent.png", "--prompt", "hi"], "not found"),
+        (["run", "tiny-llava", "--keep", "8", "--image", PHOTO, "--prompt", "hi", "--legacy-offset"], "mode='paper'"),
+    ],
+)
+def test_errors_name_the_problem(capsys, args, message):
+    code, _, err = run_cli(capsys, *args)
+    assert code == 2 and message in err
+
+
+def test_empty_and_corrupt_image_files(capsys, tmp_path):
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
+    for name, message in [("empty.jpg", "empty (0 bytes)"), ("bad.jpg", "bad.jpg")]:
+        code, _, err = run_cli(
+            capsys, "run", "tiny-llava", "--keep", "8", "--image", str(tmp_path / name), "--prompt", "hi"
+        )
+        assert code == 2 and message in err
+
+
+def test_models_lists_the_registry(capsys):
+    code, out, _ = run_cli(capsys, "models")
+    assert code == 0 and "tiny-llava-next" in out and "llava-hf/llava-v1.6-mistral-7b-hf" in out
+
+
+def test_console_script_runs():
+    adafv = Path(sys.executable).with_name("adafv")
+    proc = subprocess.run(
+        [
+            str(adafv),
+            "run",
+            "tiny-llava",
+            "--keep",
+            "16",
+            "--image",
+            PHOTO,
+            "--prompt",
+            "What is in the picture?",
+            "--max-new-tokens",
+            "4",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "kept 16/64 visual tokens" in proc.stderr
