@@ -1,0 +1,170 @@
+"""Image preprocessing for the torch-free runtime: numpy + PIL, bit-equal to transformers' PIL image processors.
+
+`preprocess(image, spec)` turns an RGB PIL image into the `pixel_values` the model's HF image processor produces:
+`LlavaNextImageProcessorPil` (`kind="anyres"`) or `CLIPImageProcessorPil` (`kind="clip"`). `spec` is the JSON-able
+dict `adafv.export.preprocess_spec.image_processor_spec` writes into the bundle:
+
+    kind                 "anyres" | "clip"
+    size                 {"shortest_edge": s} and/or {"height": h, "width": w}
+    crop_size            {"height": h, "width": w}
+    image_grid_pinpoints [[h, w], ...]          (anyres only)
+    resample             PIL resample id
+    do_resize, do_center_crop, do_rescale, do_normalize
+    rescale_factor, image_mean, image_std
+
+The steps are transformers' own, in its order and on the same dtypes, which is what makes them bit-exact:
+every resize is PIL's on the uint8 image, padding and cropping fill with zero bytes, and rescale + normalize
+(`float32(float64(v) * rescale_factor)`, then `(x - mean) / std` in float32) are a per-channel table over the 256
+byte values, so each output element is computed by exactly the same IEEE operations as in transformers.
+
+Anyres: the grid resolution is `select_best_resolution` over the pinpoints; the image is resized into it keeping
+its aspect ratio, centred on zeros, and cut into crops row-major; the base view (the whole image resized to the
+square `size`) comes first. Each view is then resized to `size`, centre-cropped to `crop_size`, rescaled and
+normalised. The processor's `do_pad` pads the number of crops across a batch and changes nothing for one image.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from PIL import Image
+
+from .images import to_rgb
+
+
+def select_best_resolution(image_size_hw: tuple[int, int], pinpoints: list[list[int]]) -> tuple[int, int]:
+    """The pinpoint `(height, width)` keeping the most of the image's pixels, then wasting the fewest (first wins)."""
+    height, width = image_size_hw
+    best_fit = None
+    max_effective, min_wasted = 0, float("inf")
+    for pin_h, pin_w in pinpoints:
+        scale = min(pin_w / width, pin_h / height)
+        effective = min(int(width * scale) * int(height * scale), width * height)
+        wasted = pin_w * pin_h - effective
+        if effective > max_effective or (effective == max_effective and wasted < min_wasted):
+            max_effective, min_wasted = effective, wasted
+            best_fit = (pin_h, pin_w)
+    return best_fit
+
+
+def _fit_size(image_size_hw: tuple[int, int], target_hw: tuple[int, int]) -> tuple[int, int]:
+    """Size `(height, width)` of the image resized into `target_hw` keeping its aspect ratio (transformers' rule)."""
+    height, width = image_size_hw
+    target_h, target_w = target_hw
+    scale_w, scale_h = target_w / width, target_h / height
+    if scale_w < scale_h:
+        return min(math.ceil(height * scale_w), target_h), target_w
+    return target_h, min(math.ceil(width * scale_h), target_w)
+
+
+def crop_side(spec: dict) -> int:
+    """Side of the square anyres crops: `crop_size` height, else `size` height, else `size` shortest edge."""
+    crop, size = spec.get("crop_size") or {}, spec["size"]
+    return crop.get("height") or size.get("height") or size["shortest_edge"]
+
+
+def crop_grid(image_size_hw: tuple[int, int], spec: dict) -> tuple[int, int]:
+    """`(rows, cols)` of high-resolution crops for an image of `image_size_hw`; `(1, 1)` without anyres."""
+    if spec["kind"] != "anyres":
+        return 1, 1
+    grid_h, grid_w = select_best_resolution(image_size_hw, spec["image_grid_pinpoints"])
+    side = crop_side(spec)
+    return _ceil_div(grid_h, side), _ceil_div(grid_w, side)
+
+
+def preprocess(image, spec: dict) -> tuple[np.ndarray, tuple[int, int]]:
+    """RGB PIL image -> (`pixel_values` float32 `(N, 3, H, W)`, crop grid `(rows, cols)`).
+
+    Anyres: N = 1 + rows * cols, the base view first, then the crops row-major. CLIP: N = 1, grid `(1, 1)`.
+    """
+    image = to_rgb(image)
+    if spec["kind"] == "anyres":
+        views, grid = _anyres_views(image, spec)
+    elif spec["kind"] == "clip":
+        views, grid = [image], (1, 1)
+    else:
+        raise ValueError(f"unknown image preprocessing kind {spec['kind']!r} (expected 'anyres' or 'clip')")
+    views = [_finish_view(view, spec) for view in views]
+    table = _value_table(spec)
+    pixel_values = np.empty((len(views), 3, *views[0].shape[:2]), dtype=np.float32)
+    for n, view in enumerate(views):
+        for c in range(3):
+            np.take(table[c], view[..., c], out=pixel_values[n, c])
+    return pixel_values, grid
+
+
+def _anyres_views(image: Image.Image, spec: dict) -> tuple[list, tuple[int, int]]:
+    """The base view (PIL) and the grid crops (uint8 HWC views into one zero-padded canvas), and the grid."""
+    resample = spec["resample"]
+    grid_h, grid_w = select_best_resolution((image.height, image.width), spec["image_grid_pinpoints"])
+    new_h, new_w = _fit_size((image.height, image.width), (grid_h, grid_w))
+    canvas = np.zeros((grid_h, grid_w, 3), dtype=np.uint8)
+    top, left = (grid_h - new_h) // 2, (grid_w - new_w) // 2
+    canvas[top : top + new_h, left : left + new_w] = np.asarray(image.resize((new_w, new_h), resample))
+    side = crop_side(spec)
+    crops = [canvas[i : i + side, j : j + side] for i in range(0, grid_h, side) for j in range(0, grid_w, side)]
+    size = spec["size"]
+    if size.get("height") and size.get("width"):
+        base_h, base_w = size["height"], size["width"]
+    else:
+        base_h = base_w = size["shortest_edge"]
+    base = image.resize((base_w, base_h), resample)
+    return [base, *crops], (_ceil_div(grid_h, side), _ceil_div(grid_w, side))
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _finish_view(view, spec: dict) -> np.ndarray:
+    """One view (PIL image or uint8 HWC array) -> resized to `size` and centre-cropped, as a uint8 HWC array."""
+    height, width = (view.height, view.width) if isinstance(view, Image.Image) else view.shape[:2]
+    if spec["do_resize"]:
+        new_h, new_w = _resize_size((height, width), spec["size"])
+        if (new_h, new_w) != (height, width):
+            if not isinstance(view, Image.Image):
+                view = Image.fromarray(view)
+            view = view.resize((new_w, new_h), spec["resample"])
+    view = np.asarray(view)
+    if spec["do_center_crop"]:
+        view = _center_crop(view, spec["crop_size"]["height"], spec["crop_size"]["width"])
+    return view
+
+
+def _resize_size(image_size_hw: tuple[int, int], size: dict) -> tuple[int, int]:
+    """Output `(height, width)` of the processor's resize: shortest edge (aspect kept, truncated), else exact."""
+    height, width = image_size_hw
+    if size.get("shortest_edge"):
+        short, long = (width, height) if width <= height else (height, width)
+        new_short, new_long = size["shortest_edge"], int(size["shortest_edge"] * long / short)
+        return (new_long, new_short) if width <= height else (new_short, new_long)
+    return size["height"], size["width"]
+
+
+def _center_crop(image: np.ndarray, crop_h: int, crop_w: int) -> np.ndarray:
+    """transformers' centre crop of a uint8 HWC array: a view when it fits, else zero-padded around the image."""
+    height, width = image.shape[:2]
+    top, left = (height - crop_h) // 2, (width - crop_w) // 2
+    if crop_h <= height and crop_w <= width:
+        return image[top : top + crop_h, left : left + crop_w]
+    new_h, new_w = max(crop_h, height), max(crop_w, width)
+    top_pad, left_pad = math.ceil((new_h - height) / 2), math.ceil((new_w - width) / 2)
+    padded = np.zeros((new_h, new_w, 3), dtype=np.uint8)
+    padded[top_pad : top_pad + height, left_pad : left_pad + width] = image
+    top, left = top + top_pad, left + left_pad
+    return padded[max(0, top) : min(new_h, top + crop_h), max(0, left) : min(new_w, left + crop_w)]
+
+
+def _value_table(spec: dict) -> np.ndarray:
+    """(3, 256) float32: the processor's rescale + normalize of every byte value, per channel, in its arithmetic."""
+    values = np.arange(256)
+    if spec["do_rescale"]:
+        values = (values.astype(np.float64) * spec["rescale_factor"]).astype(np.float32)
+    else:
+        values = values.astype(np.float32)
+    if not spec["do_normalize"]:
+        return np.broadcast_to(values, (3, 256))
+    mean = np.asarray(spec["image_mean"], dtype=np.float32)[:, None]
+    std = np.asarray(spec["image_std"], dtype=np.float32)[:, None]
+    return (values[None, :] - mean) / std
