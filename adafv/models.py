@@ -180,25 +180,48 @@ def load(name_or_path: str | os.PathLike, dtype: str | None = None) -> LoadedMod
     return LoadedModel(spec, ARCHES[spec.arch], model, processor)
 
 
-def _load_pretrained(spec: ModelSpec, dtype: str | None):
-    import torch
-    from transformers import AutoConfig, AutoProcessor, LlavaForConditionalGeneration, LlavaNextForConditionalGeneration
+def peek(name_or_path: str | os.PathLike) -> tuple[Arch, Any]:
+    """(architecture, HF config) without loading any weights: for checks that must come before any work."""
+    spec = resolve(name_or_path)
+    if spec.is_tiny:
+        from . import tiny
+
+        config = tiny.config(spec.source.split(":", 1)[1])
+    else:
+        config = _pretrained_config(spec)
+    if config.model_type not in ARCHES:
+        raise ModelError(f"{spec.name}: model_type {config.model_type!r} is not supported ({', '.join(ARCHES)})")
+    _check_supported(config, spec.name)
+    return ARCHES[config.model_type], config
+
+
+def _pretrained_config(spec: ModelSpec):
+    from transformers import AutoConfig
 
     local = Path(spec.source).is_dir()
     if spec.name in REGISTRY and not spec.is_tiny and str(REPO_ROOT) in spec.source and not local:
         raise ModelError(f"{spec.name}: the shipped checkpoint is missing at {spec.source}")
-    kwargs: dict[str, Any] = {} if local else {"local_files_only": True}
     try:
-        config = AutoConfig.from_pretrained(spec.source, **kwargs)
+        return AutoConfig.from_pretrained(spec.source, **({} if local else {"local_files_only": True}))
     except OSError as e:
         raise ModelError(
             f"cannot load {spec.source!r}: not a local directory and not in the Hugging Face cache "
             f"(adafv never downloads weights; download it with `hf download {spec.source}` where you have network)"
         ) from e
+
+
+def _load_pretrained(spec: ModelSpec, dtype: str | None):
+    import torch
+    from transformers import AutoProcessor, LlavaForConditionalGeneration, LlavaNextForConditionalGeneration
+
+    local = Path(spec.source).is_dir()
+    kwargs: dict[str, Any] = {} if local else {"local_files_only": True}
+    config = _pretrained_config(spec)
     classes = {"llava": LlavaForConditionalGeneration, "llava_next": LlavaNextForConditionalGeneration}
     if config.model_type not in classes:
         raise ModelError(f"{spec.source}: model_type {config.model_type!r} is not supported ({', '.join(classes)})")
     torch_dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}.get(dtype or "")
     model = classes[config.model_type].from_pretrained(spec.source, dtype=torch_dtype or "auto", **kwargs)
-    processor = AutoProcessor.from_pretrained(spec.source, **kwargs)
+    # the PIL backend: the torch-free runtime reproduces it bit for bit (torchvision's resize differs slightly)
+    processor = AutoProcessor.from_pretrained(spec.source, backend="pil", **kwargs)
     return model, processor

@@ -64,7 +64,7 @@ class Reference:
         self.loaded = loaded
         self.model = loaded.model
         self.processor = loaded.processor
-        self.visual = VisualTokens(self.model).eval()
+        self.visual = VisualTokens.from_llava(self.model).eval()
         self.embed = self.model.get_input_embeddings()
 
     @classmethod

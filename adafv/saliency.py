@@ -32,3 +32,19 @@ def cls_attention(
     logits = torch.matmul(q.float(), k.float().transpose(-1, -2)) * scale  # (B, H, 1, 1+P)
     attention = torch.softmax(logits, dim=-1)  # (B, H, 1, 1+P) float32
     return attention[:, :, 0, 1:].mean(dim=1)  # (B, P)
+
+
+class ClsSaliency(nn.Module):
+    """`cls_attention` as a module over one attention layer (a CLIP encoder layer): its own scope in exported
+    graphs, so precision tools can keep it in float32."""
+
+    def __init__(self, layer: nn.Module):
+        super().__init__()
+        self.norm = layer.layer_norm1
+        self.q_proj = layer.self_attn.q_proj
+        self.k_proj = layer.self_attn.k_proj
+        self.num_heads = layer.self_attn.num_heads
+        self.scale = layer.self_attn.scale
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return cls_attention(hidden, self.norm, self.q_proj, self.k_proj, self.num_heads, self.scale)  # (B, P)

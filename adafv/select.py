@@ -58,11 +58,31 @@ def _first_argmax(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x == best, j, x.shape[-1]).amin(-1)  # (B,)
 
 
+def idiv(a, b):
+    """Integer division of non-negative int64 tensors. Traces to one ONNX Div: `//` would add sign fix-ups (Equal on
+    bool) that TensorRT rejects."""
+    return torch.div(a, b, rounding_mode="trunc")
+
+
+def imod(a, b):
+    """Remainder of non-negative int64 tensors, as Div/Mul/Sub (see idiv)."""
+    return a - idiv(a, b) * b
+
+
+def iclip(x: torch.Tensor, low=None, high=None) -> torch.Tensor:
+    """Clamp an int64 tensor with Where (TensorRT's Clip takes floats only)."""
+    if low is not None:
+        x = torch.where(x < low, low, x)
+    if high is not None:
+        x = torch.where(x > high, high, x)
+    return x
+
+
 def _quotas(keep: int, crop: torch.Tensor) -> torch.Tensor:
     """Exact-mode saliency quota per crop: floor(keep/N), plus one for the first keep mod N crops; (N,) int64."""
     n_crops = crop.new_full((), crop.shape[0])  # () a tensor, so a symbolic N traces as data, not as a TopK K
     budget = crop.new_full((), keep)
-    return budget // n_crops + (crop < budget % n_crops).long()  # (N,)
+    return idiv(budget, n_crops) + (crop < imod(budget, n_crops)).long()  # (N,)
 
 
 def _take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -111,9 +131,9 @@ def _paper(saliency: torch.Tensor, relevance: torch.Tensor, keep: int, legacy_of
     B, N, P = saliency.shape
     dev = saliency.device
     crop = torch.arange(N, device=dev)  # (N,)
-    k = crop.new_full((), keep // 2) // crop.new_full((), N)  # () a tensor: a symbolic N stays out of TopK's K
+    k = idiv(crop.new_full((), keep // 2), crop.new_full((), N))  # () a tensor: a symbolic N stays out of TopK's K
     V = 2 * k * N  # () tokens emitted
-    B0 = V // 4  # () guaranteed picks per cue
+    B0 = idiv(V, 4)  # () guaranteed picks per cue
     R = V - 2 * B0  # () remainder to split
     i = torch.arange(keep, device=dev)  # (keep,)
 
@@ -124,14 +144,14 @@ def _paper(saliency: torch.Tensor, relevance: torch.Tensor, keep: int, legacy_of
     zero = a.new_zeros((B, 1))
     cum_t = torch.cat([zero, torch.cumsum(torch.where(i < V, a, 0.0), -1)], -1)  # (B, keep+1)
     j = torch.arange(keep + 1, device=dev)  # (keep+1,)
-    s1 = _take(cum_t, (B0 + j).clamp(max=keep).expand(B, -1)) - _take(cum_t, B0.expand(B, 1))  # (B, keep+1)
+    s1 = _take(cum_t, iclip(B0 + j, high=keep).expand(B, -1)) - _take(cum_t, B0.expand(B, 1))  # (B, keep+1)
 
     # L2 = c[B0:V] sorted descending, remembering the permutation
     in_l2 = (i >= B0) & (i < V)  # (keep,)
     c2, perm = torch.topk(torch.where(in_l2, c, -torch.inf), keep, dim=-1, sorted=True)  # (B, keep)
     pos_2 = _take(pos_c, perm)  # (B, keep)
     cum_2 = torch.cat([zero, torch.cumsum(torch.where(i < V - B0, c2, 0.0), -1)], -1)  # (B, keep+1)
-    s2 = _take(cum_2, (R - j).clamp(min=0).expand(B, -1))  # (B, keep+1) = S2(R - j)
+    s2 = _take(cum_2, iclip(R - j, low=0).expand(B, -1))  # (B, keep+1) = S2(R - j)
 
     objective = torch.where(j <= R, s1 * s2, -torch.inf)  # (B, keep+1)
     k1 = _first_argmax(objective)[:, None]  # (B, 1)

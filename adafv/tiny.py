@@ -129,14 +129,31 @@ def _text_config(tokenizer, **overrides):
     return LlamaConfig(**cfg)
 
 
+def config(name: str):
+    """The HF config of a tiny twin (no weights)."""
+    from transformers import LlavaConfig, LlavaNextConfig
+
+    tokenizer = hf_tokenizer()
+    common = dict(
+        vision_config=_vision_config(),
+        text_config=_text_config(tokenizer),
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+    )
+    if name == "tiny-llava":
+        return LlavaConfig(**common)
+    if name == "tiny-llava-next":
+        return LlavaNextConfig(image_grid_pinpoints=PINPOINTS, **common)
+    raise ValueError(f"no tiny model named {name!r}")
+
+
 def build(name: str, seed: int = 0):
     """Build `tiny-llava` or `tiny-llava-next`: returns (model, processor), float32, eval mode."""
     import torch
     from transformers import (
         CLIPImageProcessorPil,
-        LlavaConfig,
         LlavaForConditionalGeneration,
-        LlavaNextConfig,
         LlavaNextForConditionalGeneration,
         LlavaNextImageProcessorPil,
         LlavaNextProcessor,
@@ -144,31 +161,20 @@ def build(name: str, seed: int = 0):
     )
 
     tokenizer = hf_tokenizer()
-    image_token_id = tokenizer.convert_tokens_to_ids("<image>")
-    common = dict(
-        vision_config=_vision_config(),
-        text_config=_text_config(tokenizer),
-        image_token_id=image_token_id,
-        vision_feature_layer=-2,
-        vision_feature_select_strategy="default",
-    )
+    model_config = config(name)
     size = {"shortest_edge": IMAGE_SIZE}
     crop = {"height": IMAGE_SIZE, "width": IMAGE_SIZE}
     if name == "tiny-llava":
-        config = LlavaConfig(**common)
         model_cls = LlavaForConditionalGeneration
         image_processor = CLIPImageProcessorPil(size=size, crop_size=crop)
         processor_cls = LlavaProcessor
-    elif name == "tiny-llava-next":
-        config = LlavaNextConfig(image_grid_pinpoints=PINPOINTS, **common)
+    else:
         model_cls = LlavaNextForConditionalGeneration
         image_processor = LlavaNextImageProcessorPil(size=size, crop_size=crop, image_grid_pinpoints=PINPOINTS)
         processor_cls = LlavaNextProcessor
-    else:
-        raise ValueError(f"no tiny model named {name!r}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = model_cls(config)
+        model = model_cls(model_config)
     model.eval()
     processor = processor_cls(
         image_processor=image_processor,

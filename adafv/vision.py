@@ -14,8 +14,8 @@ from torch import nn
 from .config import AdaFVConfig
 from .errors import ModelError
 from .relevance import text_relevance
-from .saliency import cls_attention
-from .select import _BIG, _smallest, adafv_positions, fastervlm_positions, text_positions
+from .saliency import ClsSaliency
+from .select import _BIG, _smallest, adafv_positions, fastervlm_positions, iclip, idiv, imod, text_positions
 
 
 class VisualTokens(nn.Module):
@@ -23,23 +23,26 @@ class VisualTokens(nn.Module):
 
     Runs the tower's layers only up to the one LLaVA takes its features from (`vision_feature_layer`, -2 for
     LLaVA-1.5/1.6): the last layer of the tower is never computed. Saliency comes from that same layer's [CLS] row.
+    Composes the HF modules (shared, not copied): a CLIP vision tower, LLaVA's projector.
     """
 
-    def __init__(self, model):
+    def __init__(self, tower: nn.Module, projector: nn.Module, feature_layer: int):
         super().__init__()
-        config = model.config
-        tower = model.model.vision_tower
         layers = tower.encoder.layers
-        index = config.vision_feature_layer  # into hidden_states, which has len(layers) + 1 entries
-        index = index if index >= 0 else len(layers) + 1 + index
+        index = feature_layer if feature_layer >= 0 else len(layers) + 1 + feature_layer  # into hidden_states
         if not 1 <= index <= len(layers):
-            raise ModelError(f"vision_feature_layer={config.vision_feature_layer} selects no attention layer")
+            raise ModelError(f"vision_feature_layer={feature_layer} selects no attention layer")
         self.embeddings = tower.embeddings
         self.pre_layrnorm = tower.pre_layrnorm
-        self.layers = nn.ModuleList(layers[:index])  # shares the modules; the saliency layer is the last one
-        self.projector = model.model.multi_modal_projector
-        side = config.vision_config.image_size // config.vision_config.patch_size
-        self.patches_per_side = side
+        self.layers = nn.ModuleList(layers[:index])  # the last one is the layer the features come from
+        self.saliency = ClsSaliency(self.layers[-1])
+        self.projector = projector
+        self.patches_per_side = tower.config.image_size // tower.config.patch_size
+
+    @classmethod
+    def from_llava(cls, model) -> VisualTokens:
+        """From a LlavaForConditionalGeneration or LlavaNextForConditionalGeneration."""
+        return cls(model.model.vision_tower, model.model.multi_modal_projector, model.config.vision_feature_layer)
 
     @property
     def patches_per_crop(self) -> int:
@@ -50,10 +53,8 @@ class VisualTokens(nn.Module):
         h = self.pre_layrnorm(self.embeddings(pixel_values.to(dtype)))  # (N, 1+P, C)
         for layer in self.layers[:-1]:
             h = layer(h, None)  # (N, 1+P, C)
-        last = self.layers[-1]
-        attn = last.self_attn
-        saliency = cls_attention(h, last.layer_norm1, attn.q_proj, attn.k_proj, attn.num_heads, attn.scale)  # (N, P)
-        h = last(h, None)  # (N, 1+P, C) the features LLaVA uses
+        saliency = self.saliency(h)  # (N, P) from the [CLS] row of the feature layer
+        h = self.layers[-1](h, None)  # (N, 1+P, C) the features LLaVA uses
         tokens = self.projector(h[:, 1:])  # (N, P, D)
         return tokens, saliency
 
@@ -66,11 +67,11 @@ def reading_order(positions: torch.Tensor, patches_per_side: int, grid_cols) -> 
     """
     side = patches_per_side
     P = side * side
-    pos = positions.clamp(min=0)  # (B, K)
-    crop, patch = pos // P, pos % P
-    tile = (crop - 1).clamp(min=0)  # index among the high-resolution crops
-    row = (tile // grid_cols) * side + patch // side  # global patch row in the stitched grid
-    col = (tile % grid_cols) * side + patch % side
+    pos = iclip(positions, low=0)  # (B, K)
+    crop, patch = idiv(pos, P), imod(pos, P)
+    tile = iclip(crop - 1, low=0)  # index among the high-resolution crops
+    row = idiv(tile, grid_cols) * side + idiv(patch, side)  # global patch row in the stitched grid
+    col = imod(tile, grid_cols) * side + imod(patch, side)
     key = torch.where(crop == 0, patch, P + row * (grid_cols * side) + col)  # (B, K)
     key = torch.where(positions < 0, _BIG, key.float())
     order = _smallest(key, positions.shape[-1])[1]  # (B, K)
@@ -111,6 +112,6 @@ class SelectTokens(nn.Module):
         else:
             positions = text_positions(saliency[None], relevance, cfg.keep)
         positions = reading_order(positions, self.patches_per_side, grid_cols)[0]  # (keep,)
-        kept = visual[0].index_select(0, positions.clamp(min=0))  # (keep, D)
+        kept = visual[0].index_select(0, iclip(positions, low=0))  # (keep, D)
         kept = torch.where(positions[:, None] >= 0, kept, 0.0)
         return kept, positions

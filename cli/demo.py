@@ -1,13 +1,22 @@
-"""`adafv demo` / `make demo`: answer a question about a real photo with the offline default model."""
+"""`adafv demo` / `make demo`: answer a question about an image with the offline default model.
+
+With the shipped toy-world model (`models/toyworld-llava-next/`): a fixed seeded toy-world scene and question,
+the scene written to a temp png and answered from that file with AdaFV, next to the expected answer. Without it:
+the random-weight `tiny-llava-next` on a real photo (its answer is noise).
+"""
 
 from __future__ import annotations
 
 import sys
+import tempfile
 from pathlib import Path
 
 from adafv.models import REGISTRY
 
 DEFAULT_MODEL = "tiny-llava-next"
+TOYWORLD = "toyworld-llava-next"
+DEMO_SAMPLE = 3  # held-out toy-world sample shown by the demo (scene seed HELDOUT_SEED + 3: a small-object question)
+DEMO_KEEP = 64  # visual tokens kept by AdaFV: 20-33% of the 192-320 a toy-world scene has
 
 
 def sample_photo(name: str = "astronaut.png") -> Path:
@@ -21,8 +30,24 @@ def sample_photo(name: str = "astronaut.png") -> Path:
 
 
 def default_model() -> str:
-    toy = REGISTRY["toyworld-llava-next"]
+    toy = REGISTRY[TOYWORLD]
     return toy.name if Path(toy.source, "config.json").is_file() else DEFAULT_MODEL
+
+
+def is_toyworld(model: str) -> bool:
+    if model == TOYWORLD:
+        return True
+    return Path(model).is_dir() and Path(model).resolve() == Path(REGISTRY[TOYWORLD].source).resolve()
+
+
+def toyworld_sample(index: int = DEMO_SAMPLE) -> tuple[Path, str, str, str]:
+    """Write held-out toy-world sample `index` to a temp png: (path, question, expected answer, object size)."""
+    from adafv.toyworld.scenes import heldout
+
+    scene, question = next(heldout(1, start=index))
+    path = Path(tempfile.gettempdir()) / f"adafv-toyworld-{scene.seed}.png"
+    scene.image.save(path)
+    return path, question.text, question.answer, question.size
 
 
 def run_demo(model: str | None = None, keep: int | None = None) -> int:
@@ -31,15 +56,27 @@ def run_demo(model: str | None = None, keep: int | None = None) -> int:
     from adafv.runtime import load_image
 
     model = model or default_model()
-    photo = sample_photo()
-    prompt = "What is in the picture?"
     reference = Reference.load(model)
-    keep = keep or 64
-    result = reference.run(load_image(photo), prompt, AdaFVConfig(keep=keep), max_new_tokens=16)
-    print(f"model:  {model}" + ("  (random weights: the answer is noise)" if model.startswith("tiny-") else ""))
-    print(f"image:  {photo.name}")
-    print(f"prompt: {prompt}")
-    print(f"kept:   {result['num_kept']} of {result['num_visual_tokens']} visual tokens (AdaFV, exact)")
-    print(f"answer: {result['text']!r}")
-    print(f"time:   {result['timings_ms']['total']:.0f} ms", file=sys.stderr)
+    if is_toyworld(model):
+        image_path, prompt, expected, size = toyworld_sample()
+        keep = keep or DEMO_KEEP
+        max_new_tokens = 3
+    else:
+        image_path, prompt, expected, size = sample_photo(), "What is in the picture?", None, None
+        keep = keep or 64
+        max_new_tokens = 16
+    image = load_image(image_path)
+    result = reference.run(image, prompt, AdaFVConfig(keep=keep), max_new_tokens=max_new_tokens)
+    print(f"model:    {model}" + ("  (random weights: the answer is noise)" if model.startswith("tiny-") else ""))
+    grid = "x".join(map(str, result["grid"]))
+    print(f"image:    {image_path}  ({image.width}x{image.height} px, {result['num_crops']} crops, grid {grid})")
+    print(f"prompt:   {prompt}" + (f"  (about a {size} object)" if size else ""))
+    print(f"kept:     {result['num_kept']} of {result['num_visual_tokens']} visual tokens (AdaFV, exact)")
+    if expected is None:
+        print(f"answer:   {result['text']!r}")
+    else:
+        verdict = "correct" if result["text"] == expected else "WRONG"
+        print(f"expected: {expected}")
+        print(f"answer:   {result['text']}  ({verdict})")
+    print(f"time:     {result['timings_ms']['total']:.0f} ms", file=sys.stderr)
     return 0

@@ -12,6 +12,7 @@ from pathlib import Path
 def _quiet_libraries() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 def _print_result(result: dict, as_json: bool) -> None:
@@ -63,6 +64,23 @@ def _run_bundle(args, image) -> int:
     raise BundleError(f"{args.model} is a bundle; running bundles arrives with the runtime (issue 4)")
 
 
+def cmd_engine(args) -> int:
+    from adafv import AdaFVConfig
+    from adafv.export.bundle import EngineConfig, build
+
+    config = EngineConfig(
+        model=args.model,
+        selection=AdaFVConfig(keep=args.keep, method=args.method, mode=args.mode),
+        precision=args.precision,
+        llm_precision=args.llm_precision,
+        max_crops=args.max_crops,
+        max_text=args.max_text,
+    )
+    result = build(config, out=args.out, force=args.force, progress=not args.quiet)
+    print(result.path)
+    return 0
+
+
 def cmd_models(args) -> int:
     from adafv.models import REGISTRY
 
@@ -95,6 +113,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="print one JSON object")
     run.add_argument("--stream", action="store_true", help="print tokens as they come (bundles)")
     run.set_defaults(func=cmd_run)
+
+    engine = sub.add_parser("engine", help="build a bundle: ONNX vision graph (+ TensorRT engine) and int4 LLM")
+    engine.add_argument("model", help="registered name or checkpoint directory")
+    engine.add_argument("--keep", type=int, required=True, help="visual tokens the engine keeps (fixed)")
+    engine.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"], help="vision engine")
+    engine.add_argument("--llm-precision", default="int4", choices=["int4", "fp32"])
+    engine.add_argument("--method", default="adafv", choices=["adafv", "fastervlm", "text"])
+    engine.add_argument("--mode", default="exact", choices=["exact", "paper"])
+    engine.add_argument("--max-crops", type=int, help="largest crop count the engine accepts (default: the model's)")
+    engine.add_argument("--max-text", type=int, default=256, help="longest text after the image, in tokens")
+    engine.add_argument("--out", type=Path, help="bundle directory (default engines/<model>-k<keep>-<precision>)")
+    engine.add_argument("--force", action="store_true", help="rebuild even if an identical bundle exists")
+    engine.add_argument("--quiet", action="store_true", help="no progress output")
+    engine.set_defaults(func=cmd_engine)
 
     models = sub.add_parser("models", help="list the registered models")
     models.set_defaults(func=cmd_models)

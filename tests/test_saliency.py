@@ -12,7 +12,7 @@ def test_saliency_equals_eager_attention(fixture, request, photos):
     model = ref.model
     assert model.config.vision_config._attn_implementation != "eager"  # we never need eager ourselves
     prepared = ref.prepare(photos["chelsea.png"], "What is in the picture?")
-    tokens, saliency = VisualTokens(model)(prepared.pixel_values)
+    tokens, saliency = VisualTokens.from_llava(model)(prepared.pixel_values)
 
     import copy
 
@@ -29,5 +29,5 @@ def test_saliency_equals_eager_attention(fixture, request, photos):
 
 
 def test_last_tower_layer_is_not_run(tiny_next):
-    visual = VisualTokens(tiny_next.model)
+    visual = VisualTokens.from_llava(tiny_next.model)
     assert len(visual.layers) == tiny_next.model.config.vision_config.num_hidden_layers - 1

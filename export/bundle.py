@@ -1,0 +1,442 @@
+"""`adafv engine`: build a bundle (DESIGN.md) atomically.
+
+    engines/<model>-k<keep>-<precision>/
+      manifest.json            written last, through adafv.runtime.manifest (the runtime validates it)
+      build.json               the frozen EngineConfig this bundle was built from
+      vision.onnx(.data)       vision tower + projector + AdaFV selection, fixed keep          (always)
+      vision.fp16.onnx(.data)  mixed precision, selection and LayerNorms in FP32             (--precision fp16)
+      vision.<trt>-sm<cc>.plan TensorRT engine                                               (where tensorrt imports)
+      embed.npy                LLM input embeddings (fp16 beside an int4 LLM, fp32 beside fp32)
+      llm/                     decoder taking inputs_embeds with a KV cache (onnxruntime-genai model builder)
+      tokenizer/               tokenizer.json and config
+
+Everything is written into a hidden temporary directory next to the target and renamed into place at the end: an
+interrupted build leaves nothing that loads. Every build ends with the TensorRT lint and ONNX Runtime parity.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import shutil
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import adafv
+from adafv.config import AdaFVConfig
+from adafv.errors import AdafvError, ConfigError
+from adafv.models import LoadedModel, load, peek, resolve
+from adafv.runtime import manifest as bundle_format
+
+from .checks import LintError, ParityCase, check_parity, polygraphy_lint, trt_lint
+from .graph import GraphShapes, VisionGraph, check_keep, export_onnx
+
+PRECISIONS = ("fp32", "fp16", "int8")
+PROBE_PROMPTS = ("What is in the picture?", "Where is the small red object? Answer in one word.")
+PHOTO = Path(adafv.__file__).resolve().parents[1] / "assets" / "rocket.jpg"
+
+
+class BuildError(AdafvError):
+    """A bundle could not be built (the message says which step)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineConfig:
+    """Everything a bundle is built from; frozen, validated, written as build.json next to the artifacts."""
+
+    model: str
+    selection: AdaFVConfig
+    precision: str = "fp32"
+    llm_precision: str = "int4"
+    max_crops: int | None = None  # None: the most the model's processor emits
+    max_text: int = 256
+
+    def __post_init__(self):
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"unknown precision {self.precision!r}; choose {', '.join(PRECISIONS)}")
+        if self.precision == "int8":
+            raise ConfigError(
+                "INT8 vision engines need calibration data and the calib/ step, which is not built yet; "
+                "use --precision fp32 or fp16"
+            )
+        if self.llm_precision not in ("int4", "fp32"):
+            raise ConfigError(f"unknown LLM precision {self.llm_precision!r}; choose int4 or fp32")
+        if self.max_crops is not None and self.max_crops < 1:
+            raise ConfigError(f"max_crops must be >= 1, got {self.max_crops}")
+        if not 1 <= self.max_text <= 8192:
+            raise ConfigError(f"max_text must be in 1..8192, got {self.max_text}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["selection"] = self.selection.to_dict()
+        return d
+
+
+@dataclasses.dataclass
+class BuildResult:
+    path: Path
+    manifest: dict[str, Any]
+    reused: bool
+    seconds: float
+
+
+def default_out(model: str, keep: int, precision: str) -> Path:
+    return Path("engines") / f"{resolve(model).name}-k{keep}-{precision}"
+
+
+def graph_shapes(arch, config, max_crops: int | None, max_text: int) -> GraphShapes:
+    lo, hi = arch.crop_range(config)
+    if max_crops is not None:
+        if max_crops < lo:
+            raise ConfigError(f"--max-crops {max_crops} is below the {lo} crops every image of this model has")
+        hi = min(hi, max_crops)
+    return GraphShapes(
+        crops=(lo, hi),
+        max_text=max_text,
+        image_size=config.vision_config.image_size,
+        hidden_size=config.text_config.hidden_size,
+        patches_per_crop=(config.vision_config.image_size // config.vision_config.patch_size) ** 2,
+        anyres=arch.anyres,
+    )
+
+
+def _tool_versions() -> dict[str, str]:
+    versions = {"adafv": adafv.__version__, "python": platform.python_version()}
+    for dist in ("torch", "transformers", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxruntime-genai", "polygraphy"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def _source_fingerprint(loaded: LoadedModel) -> str:
+    """What the weights are: the tiny twin's recipe, or the checkpoint's files (names, sizes, mtimes)."""
+    source = Path(loaded.spec.source)
+    if loaded.spec.is_tiny or not source.is_dir():
+        return loaded.spec.source
+    files = sorted((p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in source.iterdir() if p.is_file())
+    return json.dumps([str(source), files])
+
+
+def build_key(config: EngineConfig, loaded: LoadedModel) -> str:
+    """Equal keys mean an existing bundle can be reused as is."""
+    payload = {
+        "format": bundle_format.FORMAT_VERSION,
+        "config": config.to_dict(),
+        "source": _source_fingerprint(loaded),
+        "tools": _tool_versions(),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def probe_cases(loaded: LoadedModel, graph: VisionGraph, shapes: GraphShapes) -> list[ParityCase]:
+    """Parity inputs as the runtime will see them: the model's own processor and embedding table on a real photo and
+    on random-pixel images of every grid shape the processor picks, with real prompts."""
+    import torch
+    from PIL import Image
+
+    from adafv.pipeline import Reference
+
+    reference = Reference(loaded)
+    rng = np.random.default_rng(0)
+    images: list[tuple[str, Any]] = []
+    if PHOTO.is_file():
+        from adafv.runtime import load_image
+
+        images.append((PHOTO.name, load_image(PHOTO)))
+    sizes = [(h, w) for h, w in (loaded.config.image_grid_pinpoints if shapes.anyres else [(200, 160)])]
+    for h, w in sizes:
+        pixels = rng.integers(0, 256, (h + 3, w + 5, 3), dtype=np.uint8)
+        images.append((f"random {h + 3}x{w + 5}", Image.fromarray(pixels)))
+    cases = []
+    for i, (name, image) in enumerate(images):
+        prompt = PROBE_PROMPTS[i % len(PROBE_PROMPTS)]
+        prepared = reference.prepare(image, prompt)
+        n = prepared.num_crops
+        if not shapes.crops[0] <= n <= shapes.crops[1]:
+            continue  # --max-crops excludes this grid
+        text = reference.embed(prepared.post_ids).detach().float()  # (T, D)
+        if text.shape[0] > shapes.max_text:
+            continue
+        inputs = [prepared.pixel_values.float(), text]
+        if shapes.anyres:
+            inputs.append(torch.tensor(prepared.grid, dtype=torch.int64))
+        with torch.no_grad():
+            tokens, positions = graph(*inputs)
+        feeds = {k: v.numpy() for k, v in zip(shapes.input_names, inputs)}
+        cases.append(ParityCase(f"{name} / {prompt!r}", feeds, (tokens.numpy(), positions.numpy())))
+    return cases
+
+
+class _Steps:
+    """Rich progress on stderr, one line per build step with its time; silent when disabled."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.console = None
+        if enabled:
+            from rich.console import Console
+
+            self.console = Console(stderr=True)
+        self.times: dict[str, float] = {}
+
+    def run(self, label: str, fn, *args, **kwargs):
+        start = time.perf_counter()
+        if self.console is not None:
+            with self.console.status(f"[bold]{label}[/]…"):
+                result = fn(*args, **kwargs)
+        else:
+            result = fn(*args, **kwargs)
+        seconds = time.perf_counter() - start
+        self.times[label] = round(seconds, 2)
+        if self.console is not None:
+            self.console.print(f"  [green]✓[/] {label} [dim]({seconds:.1f} s)[/]")
+        return result
+
+
+def _check_writable(out: Path) -> None:
+    parent = out.resolve().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise BuildError(f"cannot create the output directory {parent}: {e.strerror}") from e
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise BuildError(f"cannot write to {parent}: permission denied")
+
+
+def build(config: EngineConfig, out: Path | None = None, force: bool = False, progress: bool = True) -> BuildResult:
+    """Build (or reuse) the bundle for `config` at `out` (default engines/<model>-k<keep>-<precision>)."""
+    start = time.perf_counter()
+    spec = resolve(config.model)  # unknown names fail here, before any work
+    out = Path(out) if out is not None else default_out(config.model, config.selection.keep, config.precision)
+    arch, model_config = peek(config.model)
+    shapes = graph_shapes(arch, model_config, config.max_crops, config.max_text)
+    check_keep(config.selection, shapes)  # before any work: no weights loaded yet
+    _check_writable(out)
+    steps = _Steps(progress)
+    loaded = steps.run(f"load {spec.name}", load, config.model)
+    key = build_key(config, loaded)
+    if not force and (out / bundle_format.MANIFEST).is_file():
+        try:
+            existing = bundle_format.read_manifest(out)
+        except Exception:
+            existing = {}
+        if existing.get("build_key") == key:
+            if steps.console is not None:
+                steps.console.print(f"[green]up to date[/]: {out} (use --force to rebuild)")
+            return BuildResult(out, existing, True, time.perf_counter() - start)
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        manifest = _write_bundle(config, loaded, shapes, tmp, key, steps)
+        _swap_into_place(tmp, out)
+    except BaseException:  # KeyboardInterrupt included: leave nothing half-written behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    result = BuildResult(out, manifest, False, time.perf_counter() - start)
+    if steps.console is not None:
+        _summary(steps.console, result)
+    return result
+
+
+def _swap_into_place(tmp: Path, out: Path) -> None:
+    old = None
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        out.rename(old)
+    tmp.rename(out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_bundle(config, loaded: LoadedModel, shapes: GraphShapes, root: Path, key: str, steps: _Steps) -> dict:
+    import onnxruntime as ort
+
+    from adafv.vision import VisualTokens
+
+    from .llm import export_embeddings, export_llm, export_tokenizer
+    from .preprocess_spec import image_processor_spec
+
+    preprocess = image_processor_spec(loaded.processor)  # unsupported processors fail before the long steps
+    graph = VisionGraph(VisualTokens.from_llava(loaded.model), config.selection, shapes.anyres).eval()
+    vision = root / "vision.onnx"
+    exported = steps.run("export vision graph to ONNX", export_onnx, graph, shapes, vision)
+    lint = steps.run("lint for TensorRT", trt_lint, vision)
+    if not lint.ok:
+        raise LintError("vision.onnx is not TensorRT-ready:\n  " + "\n  ".join(lint.problems))
+    lint_ok, lint_text = steps.run("polygraphy check lint", polygraphy_lint, vision)
+    if not lint_ok:
+        raise LintError(f"polygraphy check lint failed on vision.onnx:\n{lint_text[-3000:]}")
+    cases = steps.run("prepare parity probes", probe_cases, loaded, graph, shapes)
+    session = ort.InferenceSession(str(vision), providers=["CPUExecutionProvider"])
+    parity = {"fp32": steps.run("parity: ONNX Runtime vs PyTorch", check_parity, session, cases)}
+
+    vision_files = {"fp32": vision.name}
+    fp32_nodes: list[str] = []
+    if config.precision == "fp16":
+        from .precision import fp32_nodes as pinned
+        from .precision import to_fp16
+
+        half = root / "vision.fp16.onnx"
+        steps.run("FP16 graph (selection and LayerNorms in FP32)", to_fp16, vision, half)
+        lint16 = trt_lint(half)
+        if not lint16.ok:
+            raise LintError("vision.fp16.onnx is not TensorRT-ready:\n  " + "\n  ".join(lint16.problems))
+        import onnx
+
+        fp32_nodes = pinned(onnx.load(str(vision), load_external_data=False))
+        parity["fp16"] = steps.run("parity: FP16 graph vs PyTorch", _fp16_parity, half, cases)
+        vision_files["fp16"] = half.name
+
+    engines = []
+    trt_note = _maybe_tensorrt(config, root, shapes, vision, vision_files, fp32_nodes, session, cases, steps, engines)
+
+    llm_dir = root / "llm"
+    llm = steps.run(f"LLM decoder ({config.llm_precision}, onnxruntime-genai builder)", export_llm, loaded.model,
+                    loaded.processor.tokenizer, llm_dir, config.llm_precision)  # fmt: skip
+    embed = export_embeddings(
+        loaded.model, root / "embed.npy", "float32" if config.llm_precision == "fp32" else "float16"
+    )
+    tokenizer = export_tokenizer(loaded.processor, root / "tokenizer")
+    before, after = loaded.prompt_template()
+    tok = loaded.processor.tokenizer
+    eos = loaded.model.generation_config.eos_token_id
+    (root / "build.json").write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True))
+
+    manifest = {
+        "format": bundle_format.FORMAT,
+        "format_version": bundle_format.FORMAT_VERSION,
+        "build_key": key,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "model": {"name": loaded.spec.name, "source": loaded.spec.source, "arch": loaded.arch.name},
+        "selection": config.selection.to_dict(),
+        "precision": config.precision,
+        "vision": {
+            "files": vision_files,
+            "engines": engines,
+            "tensorrt": trt_note,
+            "opset": exported["opset"],
+            "inputs": {
+                "pixel_values": {"shape": ["crops", 3, shapes.image_size, shapes.image_size], "dtype": "float32"},
+                "text_embeds": {"shape": ["text", shapes.hidden_size], "dtype": "float32"},
+                **({"image_grid": {"shape": [2], "dtype": "int64"}} if shapes.anyres else {}),
+            },
+            "outputs": {
+                "kept_tokens": {"shape": [config.selection.keep, shapes.hidden_size], "dtype": "float32"},
+                "kept_positions": {"shape": [config.selection.keep], "dtype": "int64"},
+            },
+            "crops": list(shapes.crops),
+            "max_text": shapes.max_text,
+            "patches_per_crop": shapes.patches_per_crop,
+            "hidden_size": shapes.hidden_size,
+            "grid": (
+                "input image_grid = [rows, cols] of high-resolution crops, chosen by the runtime's anyres "
+                "preprocessing (preprocess.crop_grid); it orders the kept tokens"
+                if shapes.anyres
+                else "single crop: no grid input"
+            ),
+            "reading_order": "base view raster, then the high-resolution crops stitched into one grid, raster",
+            "padding": "paper mode pads the last keep - V rows: position -1, token zeros",
+            "lint": {"ops": lint.ops, "topk": lint.topk, "selection_nodes": lint.selection_nodes},
+        },
+        "parity": parity,
+        "preprocess": preprocess,
+        "prompt": {
+            "before": before,
+            "after": after,
+            "image_token": "<image>",
+            "image_token_id": loaded.image_token_id,
+            "text_after_image": "the tokens after the image placeholder feed relevance (METHOD.md section 2)",
+        },
+        "tokenizer": {
+            **tokenizer,
+            "bos_token_id": tok.bos_token_id,
+            "eos_token_ids": eos if isinstance(eos, list) else [eos],
+            "pad_token_id": tok.pad_token_id,
+        },
+        "embed": embed,
+        "llm": llm,
+        "tools": _tool_versions(),
+        "timings_s": steps.times,
+    }
+    manifest["files"] = bundle_format.file_table(root)
+    bundle_format.write_manifest(root, manifest)
+    return manifest
+
+
+def _fp16_parity(path: Path, cases: list[ParityCase]) -> dict:
+    """FP16 cannot match FP32 to 1e-4: report the overlap of kept positions and the token error instead."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    overlaps, worst = [], 0.0
+    for case in cases:
+        tokens, positions = session.run(["kept_tokens", "kept_positions"], case.feeds)
+        want_tokens, want_positions = case.expected
+        overlaps.append(len(set(positions.tolist()) & set(want_positions.tolist())) / len(want_positions))
+        same = positions == want_positions
+        if same.any():
+            worst = max(worst, float(np.abs(tokens[same] - want_tokens[same]).max()))
+    if min(overlaps) < 0.9:
+        raise BuildError(f"the FP16 graph keeps different tokens: position overlap {min(overlaps):.2f} < 0.90")
+    return {"cases": len(cases), "min_position_overlap": min(overlaps), "max_token_abs_diff": worst}
+
+
+def _maybe_tensorrt(config, root, shapes, vision, vision_files, fp32_nodes, session, cases, steps, engines) -> str:
+    """Build the TensorRT engine where tensorrt imports and a GPU answers; otherwise say why not."""
+    from .trt import TensorRTUnavailable, build_engine, trt_parity
+
+    try:
+        from .trt import tensorrt_version
+
+        tensorrt_version()
+    except TensorRTUnavailable as e:
+        return f"not built: {e}"
+    try:
+        cache = root.parent / ".timing-cache"
+        engine = steps.run(
+            "TensorRT engine",
+            build_engine,
+            vision,
+            root,
+            shapes,
+            config.precision,
+            fp32_nodes,
+            root / vision_files["fp16"] if "fp16" in vision_files else None,
+            cache,
+        )
+        engine["parity"] = steps.run("parity: TensorRT vs ONNX Runtime", trt_parity, root / engine["file"], session,
+                                     cases, 1e-3 if config.precision == "fp32" else 5e-2)  # fmt: skip
+    except TensorRTUnavailable as e:
+        return f"not built: {e}"
+    engines.append(engine)
+    return f"built with TensorRT {engine['tensorrt']} for sm{engine['sm']}"
+
+
+def _summary(console, result: BuildResult) -> None:
+    from rich.table import Table
+
+    m = result.manifest
+    table = Table(title=f"{result.path.name} ({result.seconds:.0f} s)", show_header=True, header_style="bold")
+    table.add_column("file")
+    table.add_column("size", justify="right")
+    for rel, meta in m["files"].items():
+        if "/" in rel and not rel.startswith("llm/model.onnx"):
+            continue
+        table.add_row(rel, f"{meta['size'] / 1e6:.2f} MB")
+    console.print(table)
+    p = m["parity"]["fp32"]
+    console.print(
+        f"parity (ONNX Runtime vs PyTorch, {p['cases']} probes): positions {p['positions']}, "
+        f"tokens max |diff| {p['max_token_abs_diff']:.2g}"
+    )
+    console.print(f"TensorRT: {m['vision']['tensorrt']}")

@@ -1,0 +1,123 @@
+"""The vision graph: HF vision tower + projector + AdaFV selection as one module with a fixed keep, and its ONNX
+export (torch.onnx dynamo exporter, opset 18).
+
+Inputs:  pixel_values (crops, 3, S, S) float32   crops dynamic in [min_crops, max_crops]
+         text_embeds  (text, D) float32          the LLM input embeddings of the text after the image, text dynamic
+         image_grid   (2,) int64                 [rows, cols] of high-resolution crops (anyres models only)
+Outputs: kept_tokens    (keep, D) float32        in the LLM's reading order
+         kept_positions (keep,) int64            crop-major positions, in the same order (-1 = padding, paper mode)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from adafv.config import TOPK_LIMIT, AdaFVConfig
+from adafv.errors import ConfigError
+from adafv.vision import SelectTokens, VisualTokens
+
+OPSET = 18
+INPUTS_ANYRES = ["pixel_values", "text_embeds", "image_grid"]
+INPUTS_SINGLE = ["pixel_values", "text_embeds"]
+OUTPUTS = ["kept_tokens", "kept_positions"]
+
+
+class VisionGraph(nn.Module):
+    """pixel_values, text_embeds[, image_grid] -> kept_tokens (keep, D), kept_positions (keep,)."""
+
+    def __init__(self, visual: VisualTokens, config: AdaFVConfig, anyres: bool):
+        super().__init__()
+        self.visual = visual
+        self.select = SelectTokens(config, visual.patches_per_side)
+        self.anyres = anyres
+
+    def forward(self, pixel_values, text_embeds, image_grid=None):
+        tokens, saliency = self.visual(pixel_values)  # (N, P, D), (N, P)
+        grid_cols = image_grid[1] if self.anyres else 1
+        return self.select(tokens, saliency, text_embeds.to(tokens.dtype), None, grid_cols)
+
+
+@dataclasses.dataclass(frozen=True)
+class GraphShapes:
+    """The ranges the graph (and a TensorRT optimization profile) accepts."""
+
+    crops: tuple[int, int]  # (min, max)
+    max_text: int
+    image_size: int
+    hidden_size: int  # D, the LLM width
+    patches_per_crop: int
+    anyres: bool
+
+    def __post_init__(self):
+        if not 1 <= self.crops[0] <= self.crops[1]:
+            raise ConfigError(f"bad crop range {self.crops}")
+        if self.max_text < 1:
+            raise ConfigError(f"max_text must be >= 1, got {self.max_text}")
+
+    @property
+    def input_names(self) -> list[str]:
+        return INPUTS_ANYRES if self.anyres else INPUTS_SINGLE
+
+
+def check_keep(config: AdaFVConfig, shapes: GraphShapes) -> None:
+    """keep must fit the smallest image the graph accepts and TensorRT's TopK; raised before any work."""
+    fewest = shapes.crops[0] * shapes.patches_per_crop
+    if config.keep >= TOPK_LIMIT:
+        raise ConfigError(f"keep={config.keep} is too large: TensorRT's TopK needs K < {TOPK_LIMIT}")
+    if config.keep >= fewest:
+        raise ConfigError(
+            f"keep={config.keep} is not smaller than the visual tokens of the smallest image this model produces "
+            f"({shapes.crops[0]} crop(s) x {shapes.patches_per_crop} = {fewest}); nothing would be dropped"
+        )
+    if config.method not in ("adafv", "fastervlm", "text"):
+        raise ConfigError(f"method {config.method!r} cannot be compiled into an engine (adafv, fastervlm, text)")
+    if config.mode == "paper" and config.keep < 2 * shapes.crops[1]:
+        raise ConfigError(f"paper mode needs keep >= 2 * max crops = {2 * shapes.crops[1]}, got {config.keep}")
+
+
+def example_inputs(shapes: GraphShapes, crops: int, text: int, grid=(1, 2), seed: int = 0) -> tuple:
+    g = torch.Generator().manual_seed(seed)
+    S, D = shapes.image_size, shapes.hidden_size
+    pixel_values = torch.randn((crops, 3, S, S), generator=g)  # (N, 3, S, S)
+    text_embeds = torch.randn((text, D), generator=g) * 0.02  # (T, D)
+    if not shapes.anyres:
+        return pixel_values, text_embeds
+    return pixel_values, text_embeds, torch.tensor(grid, dtype=torch.int64)
+
+
+def export_onnx(graph: VisionGraph, shapes: GraphShapes, path: Path) -> dict:
+    """Export to `path` (+ `path.data` external weights). Returns facts for the manifest."""
+    single = shapes.crops[1] == 1  # LLaVA-1.5: always one crop, a static axis
+    crops_dim = None if single else torch.export.Dim("crops", min=shapes.crops[0], max=shapes.crops[1])
+    text_dim = torch.export.Dim("text", min=1, max=shapes.max_text)
+    # >= 2 crops and >= 2 text tokens in the example, else the exporter specialises the axis to a constant
+    n = 1 if single else max(2, shapes.crops[0])
+    example = example_inputs(shapes, n, min(5, shapes.max_text), grid=(1, n - 1) if shapes.anyres else (1, 1))
+    dynamic = {"pixel_values": {} if single else {0: crops_dim}, "text_embeds": {0: text_dim}}
+    if shapes.anyres:
+        dynamic["image_grid"] = {}
+    start = time.perf_counter()
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # e.g. "torchvision is not installed. Skipping ..."
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            graph.eval(),
+            example,
+            dynamo=True,
+            opset_version=OPSET,
+            input_names=shapes.input_names,
+            output_names=OUTPUTS,
+            dynamic_shapes=dynamic,
+            external_data=True,
+            optimize=True,
+            verbose=False,
+        )
+        program.save(str(path), external_data=True)
+    return {"opset": OPSET, "export_seconds": round(time.perf_counter() - start, 2)}

@@ -1,0 +1,38 @@
+"""FP16 variant of the vision graph: every float op in FP16 except the selection subgraph (saliency row, relevance,
+AdaFV) and the LayerNorms, which stay FP32 behind explicit Casts.
+
+The same file serves TensorRT 11 (strongly typed networks: the graph's types are the engine's precisions; its FP16
+builder flag is gone) and ONNX Runtime's CUDA/TensorRT providers. For TensorRT 10, `fp32_layers` gives the node names
+the builder pins to FP32 through precision constraints on the FP32 graph.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .checks import in_selection
+
+
+def fp32_nodes(model) -> list[str]:
+    """Names of the nodes that must compute in FP32: the selection subgraph and every LayerNormalization."""
+    return [n.name for n in model.graph.node if in_selection(n) or n.op_type == "LayerNormalization"]
+
+
+def to_fp16(src: Path, dst: Path) -> dict:
+    """Write the mixed-precision graph `dst` (+ `dst.data`) from the FP32 graph `src`; inputs/outputs stay FP32."""
+    import onnx
+    import onnx_graphsurgeon as gs
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = onnx.load(str(src))
+    keep32 = fp32_nodes(model)
+    half = convert_float_to_float16(model, keep_io_types=True, node_block_list=keep32, disable_shape_infer=False)
+    metadata = {n.name: list(n.metadata_props) for n in half.graph.node}
+    graph = gs.import_onnx(half)
+    graph.toposort()  # the converter appends its Cast nodes at the end; ONNX (and TensorRT) need topological order
+    half = gs.export_onnx(graph)
+    for node in half.graph.node:  # graphsurgeon drops node metadata; the lint reads the selection scope from it
+        node.metadata_props.extend(metadata.get(node.name, []))
+    del half.graph.value_info[:]
+    onnx.save(half, str(dst), save_as_external_data=True, location=dst.name + ".data", size_threshold=1024)
+    return {"fp32_nodes": len(keep32), "nodes": len(half.graph.node)}
