@@ -1,0 +1,267 @@
+"""The measurement: accuracy vs keep of every selection method on the fixed held-out toy-world questions.
+
+    .venv/bin/python -m adafv.toyworld.evaluate                  # 600 questions, all methods, keep 50/25/10/5 %
+    .venv/bin/python -m adafv.toyworld.evaluate --card           # ... and write the table into the model card
+
+It runs what users run: `adafv.pipeline.Reference` (the model's own processor, adafv's vision module, greedy
+generation with `inputs_embeds`), `adafv.select.select` and `adafv.vision.reading_order`; `full` feeds the stock
+transformers image features (`Reference.stock_image_features`). The vision side (tokens (N, P, D), saliency (N, P))
+and the relevance (N*P,) are computed once per question and reused by every method and keep. `keep` is a fraction of
+each sample's own visual tokens N*P (rounded, at least 1). An answer is right when the generated text equals the
+one-word answer. `random` draws its positions with the question's index as seed.
+
+Besides accuracy, it reports how much of the object a question is about each selection keeps ("target coverage":
+the share of the target object's patches, over all crops, among the kept positions) and where the saliency cue
+looks (its mass on the large object's patches in the base view).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from . import scenes
+
+METHODS = ("full", "adafv", "adafv-paper", "fastervlm", "text", "random")
+KEEPS = (50, 25, 10, 5)  # percent of each sample's visual tokens N*P
+QUESTIONS = 600
+MAX_NEW_TOKENS = 3
+LABELS = {
+    "full": "full (all tokens)",
+    "adafv": "adafv (exact)",
+    "adafv-paper": "adafv (paper)",
+    "fastervlm": "fastervlm",
+    "text": "text",
+    "random": "random",
+}
+METRICS_FILE = "metrics.json"
+
+
+def keep_for(percent: float, num_tokens: int) -> int:
+    """The budget for a fraction of one sample's visual tokens: round(percent% of N*P), at least 1."""
+    return max(1, round(percent / 100 * num_tokens))
+
+
+def target_patches(reference, scene: scenes.Scene, question: scenes.Question, num_crops: int) -> torch.Tensor:
+    """Crop-major positions (N*P,) bool: patches covered by an object the question is about."""
+    from .train import patch_objects
+
+    which = patch_objects(reference.processor, [scene], [num_crops]).flatten()  # (N*P,) object id + 1, 0 = none
+    wanted = torch.tensor([i + 1 for i in question.target], dtype=torch.long)
+    return torch.isin(which, wanted) if len(question.target) else torch.zeros_like(which, dtype=torch.bool)
+
+
+def measure(
+    reference,
+    n: int = QUESTIONS,
+    methods=METHODS,
+    keeps=KEEPS,
+    start: int = 0,
+    progress: bool = True,
+    diagnostics: bool = True,
+) -> list[dict]:
+    """Answer held-out questions start .. start+n-1 with every method and keep; one record per question."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from adafv.select import select
+    from adafv.vision import reading_order
+
+    tokenizer = reference.processor.tokenizer
+    side = reference.visual.patches_per_side
+    records = []
+    columns = [TextColumn("measuring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    with Progress(*columns, disable=not progress) as bar, torch.no_grad():
+        task = bar.add_task("measure", total=n)
+        for i, (scene, question) in enumerate(scenes.heldout(n, start), start=start):
+            prepared = reference.prepare(scene.image, question.text)
+            tokens, saliency, relevance = reference.scores(prepared)  # (N, P, D), (N, P), (N*P,)
+            N, P, D = tokens.shape
+            flat = tokens.reshape(N * P, D)  # (N*P, D) crop-major
+
+            def answer(visual, prepared=prepared):
+                ids = reference.generate(prepared, visual, MAX_NEW_TOKENS)
+                return tokenizer.decode(ids, skip_special_tokens=True).strip()
+
+            record = {
+                "index": i,
+                "question": question.text,
+                "answer": question.answer,
+                "kind": question.kind,
+                "size": question.size,
+                "num_crops": N,
+                "num_visual_tokens": N * P,
+                "answers": {},
+                "coverage": {},
+            }
+            target = target_patches(reference, scene, question, N) if diagnostics else None
+            if diagnostics:
+                large = target_patches(reference, scene, scenes.Question("", "", "", "large", (0,)), N)
+                base = saliency[0]  # (P,) base view
+                record["saliency_on_large"] = float(base[large[:P]].sum() / base.sum())
+                record["large_area_base"] = float(large[:P].float().mean())
+            if "full" in methods:
+                record["answers"]["full"] = answer(reference.stock_image_features(prepared))
+            for method in methods:
+                if method == "full":
+                    continue
+                name, mode = ("adafv", "paper") if method == "adafv-paper" else (method, "exact")
+                for percent in keeps:
+                    keep = keep_for(percent, N * P)
+                    positions = select(name, saliency[None], relevance[None], keep, mode=mode, seed=i)  # (1, K)
+                    ordered = reading_order(positions, side, prepared.grid[1])[0]  # (K,) reading order
+                    key = f"{method}@{percent}"
+                    record["answers"][key] = answer(flat.index_select(0, ordered))  # (K, D) kept tokens
+                    if target is not None and target.any():
+                        kept = torch.zeros(N * P, dtype=torch.bool)
+                        kept[positions[0]] = True
+                        record["coverage"][key] = float((kept & target).sum() / target.sum())
+            records.append(record)
+            bar.advance(task)
+    return records
+
+
+def _mean(values) -> float | None:
+    values = list(values)
+    return round(100 * sum(values) / len(values), 1) if values else None
+
+
+def summarize(records: list[dict]) -> dict:
+    """Accuracy (%) per method key overall / small / large / per kind; target coverage (%) per key."""
+    keys = list(records[0]["answers"]) if records else []
+    table = {}
+    for key in keys:
+        right = [(r, r["answers"][key] == r["answer"]) for r in records]
+        row = {"all": _mean(ok for _, ok in right)}
+        for size in scenes.SIZES:
+            row[size] = _mean(ok for r, ok in right if r["size"] == size)
+        for kind in scenes.KINDS:
+            row[kind] = _mean(ok for r, ok in right if r["kind"] == kind)
+        cover = [r["coverage"][key] for r in records if key in r["coverage"]]
+        if cover:
+            row["target_coverage"] = _mean(cover)
+            row["target_coverage_small"] = _mean(
+                r["coverage"][key] for r in records if key in r["coverage"] and r["size"] == "small"
+            )
+        table[key] = row
+    out = {
+        "questions": len(records),
+        "small": sum(r["size"] == "small" for r in records),
+        "large": sum(r["size"] == "large" for r in records),
+        "mean_visual_tokens": round(sum(r["num_visual_tokens"] for r in records) / max(1, len(records)), 1),
+        "accuracy": table,
+    }
+    if records and "saliency_on_large" in records[0]:
+        out["saliency_on_large_base_view"] = _mean(r["saliency_on_large"] for r in records)
+        out["large_area_base_view"] = _mean(r["large_area_base"] for r in records)
+    return out
+
+
+def _cell(row: dict | None) -> str:
+    if row is None:
+        return "–"
+    return f"{row['all']:.1f} ({row['small']:.1f} / {row['large']:.1f})"
+
+
+def markdown(summary: dict, methods=METHODS, keeps=KEEPS) -> str:
+    """The accuracy-vs-keep table: one row per method, cells `all (small / large)` in %."""
+    acc = summary["accuracy"]
+    lines = [
+        f"Accuracy (%) on {summary['questions']} held-out questions ({summary['small']} about small objects, "
+        f"{summary['large']} about the large one); cells: all (small / large). `keep` is a share of each image's "
+        f"N*P visual tokens (mean N*P = {summary['mean_visual_tokens']:.0f}).",
+        "",
+        "| method | all tokens | " + " | ".join(f"keep {k}%" for k in keeps) + " |",
+        "|---" * (2 + len(keeps)) + "|",
+    ]
+    for method in methods:
+        if method == "full":
+            lines.append(f"| {LABELS[method]} | {_cell(acc.get('full'))} |" + " – |" * len(keeps))
+        else:
+            cells = " | ".join(_cell(acc.get(f"{method}@{k}")) for k in keeps)
+            lines.append(f"| {LABELS[method]} | – | {cells} |")
+    cover = [m for m in methods if m != "full" and "target_coverage" in acc.get(f"{m}@{keeps[0]}", {})]
+    if cover:
+        lines += [
+            "",
+            "Target coverage (%): share of the asked-about object's patches (all crops) that the selection keeps; "
+            "cells: all (small-object questions).",
+            "",
+            "| method | " + " | ".join(f"keep {k}%" for k in keeps) + " |",
+            "|---" * (1 + len(keeps)) + "|",
+        ]
+        for method in cover:
+            cells = " | ".join(
+                f"{acc[f'{method}@{k}']['target_coverage']:.1f} ({acc[f'{method}@{k}']['target_coverage_small']:.1f})"
+                for k in keeps
+            )
+            lines.append(f"| {LABELS[method]} | {cells} |")
+    if "saliency_on_large_base_view" in summary:
+        lines += [
+            "",
+            f"Saliency ([CLS] attention, base view) on the large object: {summary['saliency_on_large_base_view']:.1f}% "
+            f"of its mass, on {summary['large_area_base_view']:.1f}% of the patches.",
+        ]
+    return "\n".join(lines)
+
+
+def write_card(model_dir: Path, table: str, summary: dict, command: str) -> None:
+    """Put the table between the card's result markers and the numbers into metrics.json next to the weights."""
+    from .train import RESULTS_BEGIN, RESULTS_END
+
+    card = model_dir / "README.md"
+    text = card.read_text() if card.is_file() else f"# {model_dir.name}\n\n{RESULTS_BEGIN}\n{RESULTS_END}\n"
+    if RESULTS_BEGIN not in text or RESULTS_END not in text:
+        text = text.rstrip("\n") + f"\n\n{RESULTS_BEGIN}\n{RESULTS_END}\n"
+    head, rest = text.split(RESULTS_BEGIN, 1)
+    tail = rest.split(RESULTS_END, 1)[1]
+    body = f"{RESULTS_BEGIN}\n{table}\n\nReproduce:\n\n```bash\n{command}\n```\n{RESULTS_END}"
+    card.write_text(head + body + tail)
+    metrics = {"command": command, **summary}
+    (model_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m adafv.toyworld.evaluate", description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="toyworld-llava-next", help="registered name or checkpoint directory")
+    parser.add_argument("--questions", type=int, default=QUESTIONS, help="held-out questions (the first n)")
+    parser.add_argument("--start", type=int, default=0, help="index of the first held-out question")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--keeps", nargs="+", type=float, default=list(KEEPS), help="percent of visual tokens")
+    parser.add_argument("--card", action="store_true", help="write the table into the model card and metrics.json")
+    parser.add_argument("--json", default=None, help="write every answer and the summary to this file")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    keeps = [int(k) if float(k).is_integer() else k for k in args.keeps]
+    if args.card and (args.questions < 500 or args.start != 0 or set(args.methods) != set(METHODS)):
+        parser.error("--card needs the whole measurement: --questions >= 500, --start 0, every method")
+
+    from adafv.pipeline import Reference
+
+    torch.set_num_threads(args.threads)
+    reference = Reference.load(args.model)
+    t0 = time.perf_counter()
+    records = measure(reference, args.questions, args.methods, keeps, args.start, progress=not args.quiet)
+    summary = summarize(records)
+    summary["seconds"] = round(time.perf_counter() - t0, 1)
+    table = markdown(summary, [m for m in METHODS if m in args.methods], keeps)
+    print(table)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"summary": summary, "records": records}, indent=1) + "\n")
+    if args.card:
+        model_dir = Path(reference.loaded.spec.source)
+        command = ".venv/bin/python -m adafv.toyworld.evaluate " + " ".join(
+            a for a in (argv if argv is not None else sys.argv[1:]) if a != "--quiet"
+        )
+        write_card(model_dir, table, summary, command.strip())
+        print(f"wrote {model_dir / 'README.md'} and {model_dir / METRICS_FILE}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

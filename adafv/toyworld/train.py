@@ -1,0 +1,451 @@
+"""Train the toy-world LLaVA-NeXT from scratch on generated scenes, the way LLaVA is trained; one seeded script.
+
+    .venv/bin/python -m adafv.toyworld.train --out models/toyworld-llava-next
+
+Stages (each on fresh scenes drawn from its own seeded stream of training seeds, all below HELDOUT_SEED):
+
+* tower: the CLIP-style tower alone, on every crop the processor makes (base view and high-resolution crops).
+  [CLS] (the pooled output) classifies the large salient object (colour, shape, or "none" when the crop does not
+  show it): this is what makes the [CLS] query attend to the large object, as real CLIP's does, so that the
+  saliency cue (FasterVLM, AdaFV's saliency half) highlights the distractor. A dense head on the features LLaVA
+  reads (layer -2, patches) classifies the object under each patch (colour, shape, size or "none"), so that the
+  patch tokens carry the small objects too. The heads are discarded after this stage.
+* stage 0: the LLM alone on text: `USER: <scene description>\\n<questions> ASSISTANT: <answers>`, the description
+  where the image will be (loss on the description and the answers).
+* stage 1: the projector (and LLaVA-NeXT's newline embedding) alone, tower and LLM frozen: image -> description
+  (`Describe the picture.`).
+* stage 2: projector + newline + LLM, tower frozen: multi-turn conversations of questions about the image.
+
+Stages 1 and 2 feed the LLM the stock LLaVA-NeXT image features (anyres packing, unpadding, newline tokens), i.e.
+exactly what `generate` sees with no token reduction; no selection method is ever seen in training.
+Writes the weights (safetensors), tokenizer, processor, `train.json` (settings, losses, times) and the model card.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import scenes
+from .model import build, num_parameters, save
+
+IGNORE = -100
+
+
+@dataclasses.dataclass
+class Settings:
+    """Everything that determines the trained weights."""
+
+    seed: int = 0
+    batch: int = 16  # scenes per step (tower: all their crops)
+    tower_steps: int = 700
+    tower_lr: float = 2e-3
+    stage0_steps: int = 500
+    stage0_lr: float = 2e-3
+    stage1_steps: int = 500
+    stage1_lr: float = 2e-3
+    stage2_steps: int = 1500
+    stage2_lr: float = 1e-3
+    turns: int = 4  # questions per conversation (stages 0 and 2)
+    warmup: int = 50
+    threads: int = 2
+    vision: dict = dataclasses.field(default_factory=dict)  # overrides of model.VISION
+    text: dict = dataclasses.field(default_factory=dict)  # overrides of model.TEXT
+
+
+# -- data ----------------------------------------------------------------------------------------------------------
+
+
+def seed_stream(settings: Settings, stage: str):
+    """Training scene seeds for one stage: an endless seeded stream below HELDOUT_SEED."""
+    rng = random.Random(f"{settings.seed}:{stage}")
+    while True:
+        yield rng.randrange(scenes.HELDOUT_SEED)
+
+
+def crops(processor, images) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """The processor's crops of a list of images: pixel_values (M, 3, S, S) for all crops of all images (image by
+    image, base view first), image_sizes (B, 2), and the number of crops of each image."""
+    out = processor.image_processor(images, return_tensors="pt")
+    counts = [1 + r * c for r, c in (scenes.best_grid(h, w) for h, w in out["image_sizes"].tolist())]
+    pixel_values = torch.cat([pv[:n] for pv, n in zip(out["pixel_values"], counts)])  # (M, 3, S, S)
+    return pixel_values, out["image_sizes"], counts
+
+
+def patch_objects(processor, batch: list[scenes.Scene], counts: list[int]) -> torch.Tensor:
+    """Which object covers each patch of each crop: (M, P) int, 0 = none, i + 1 = objects[i] of its scene.
+
+    The label maps go through the processor's own geometry (resize, pad, crop) with nearest resampling; a patch
+    belongs to the object that covers most of its pixels if that is at least 1/8 of them."""
+    from PIL import Image
+    from transformers.image_utils import PILImageResampling
+
+    maps = [Image.fromarray(np.repeat(s.labels[..., None], 3, -1)) for s in batch]
+    out = processor.image_processor(
+        maps, resample=PILImageResampling.NEAREST, do_rescale=False, do_normalize=False, return_tensors="pt"
+    )
+    lab = torch.cat([pv[:n, 0] for pv, n in zip(out["pixel_values"], counts)]).round().long()  # (M, S, S)
+    M, S, _ = lab.shape
+    g = S // scenes.PATCH
+    lab = lab.view(M, g, scenes.PATCH, g, scenes.PATCH).permute(0, 1, 3, 2, 4).reshape(M, g * g, -1)  # (M, P, 64)
+    count = F.one_hot(lab, 8).sum(2)  # (M, P, 8) pixels per object id
+    count[..., 0] = 0
+    most, which = count.max(-1)  # (M, P)
+    return torch.where(most * 8 >= scenes.PATCH**2, which, 0)  # (M, P)
+
+
+COLOR_ID = {c: i + 1 for i, c in enumerate(scenes.COLORS)}
+SHAPE_ID = {s: i + 1 for i, s in enumerate(scenes.SHAPES)}
+SIZE_ID = {"small": 1, "large": 2}
+
+
+def attribute_table(batch: list[scenes.Scene], counts: list[int]) -> torch.Tensor:
+    """(M, 8, 3) per crop: (colour, shape, size) ids of object id 0..7 of its scene (row 0 = none = zeros)."""
+    table = torch.zeros(len(batch), 8, 3, dtype=torch.long)
+    for b, s in enumerate(batch):
+        for i, o in enumerate(s.objects):
+            table[b, i + 1] = torch.tensor([COLOR_ID[o.color], SHAPE_ID[o.shape], SIZE_ID[o.size]])
+    return table.repeat_interleave(torch.tensor(counts), dim=0)  # (M, 8, 3)
+
+
+# -- sequences -----------------------------------------------------------------------------------------------------
+
+
+def render(processor, turns: list[tuple[str, str]], first_prefix: str = "") -> tuple[list[int], list[int], list[int]]:
+    """A conversation with the image first -> (ids before the image, ids after it, labels of the ids after it).
+
+    Labels cover every assistant answer and its `</s>`; everything else is IGNORE."""
+    conversation = []
+    for k, (question, answer) in enumerate(turns):
+        content = [{"type": "text", "text": first_prefix + question if k == 0 else question}]
+        if k == 0:
+            content.insert(0, {"type": "image"})
+        conversation += [
+            {"role": "user", "content": content},
+            {"role": "assistant", "content": [{"type": "text", "text": answer}]},
+        ]
+    text = processor.apply_chat_template(conversation, tokenize=False)
+    before, after = text.split("<image>")
+    tok = processor.tokenizer
+    pre = tok(before).input_ids
+    post = tok(after, add_special_tokens=False).input_ids
+    assistant, eos = tok.convert_tokens_to_ids("ASSISTANT:"), tok.eos_token_id
+    labels, answering = [], False
+    for t in post:
+        labels.append(t if answering else IGNORE)
+        if t == assistant:
+            answering = True
+        elif t == eos:
+            answering = False
+    return pre, post, labels
+
+
+def collate(embed: nn.Module, rows) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """rows of (pre ids, middle embeds (K, D), middle labels (K,), post ids, post labels) -> inputs_embeds (B, L, D),
+    attention_mask (B, L), labels (B, L), right-padded."""
+    seqs, labs = [], []
+    for pre, middle, middle_labels, post, post_labels in rows:
+        pre_t, post_t = torch.tensor(pre), torch.tensor(post)
+        seqs.append(torch.cat([embed(pre_t), middle, embed(post_t)]))  # (L_i, D)
+        labs.append(torch.cat([torch.full((len(pre),), IGNORE), middle_labels, torch.tensor(post_labels)]))
+    length = max(s.shape[0] for s in seqs)
+    D = seqs[0].shape[1]
+    inputs = seqs[0].new_zeros((len(rows), length, D))  # (B, L, D)
+    mask = torch.zeros((len(rows), length), dtype=torch.long)  # (B, L)
+    labels = torch.full((len(rows), length), IGNORE)  # (B, L)
+    for b, (s, y) in enumerate(zip(seqs, labs)):
+        inputs[b, : len(s)], mask[b, : len(s)], labels[b, : len(s)] = s, 1, y
+    return inputs, mask, labels
+
+
+def visual_features(model, pixel_values: torch.Tensor, image_sizes: torch.Tensor, counts: list[int]):
+    """The stock LLaVA-NeXT image features of each image (anyres packing, unpadding, newline): list of (n_i, D).
+
+    The tower runs without gradients (it is frozen in stages 1 and 2); the projector and the newline get them."""
+    with torch.no_grad():
+        hidden = model.model.vision_tower(pixel_values, output_hidden_states=True).hidden_states
+        features = hidden[model.config.vision_feature_layer][:, 1:]  # (M, P, C) [CLS] dropped
+    projected = model.model.multi_modal_projector(features)  # (M, P, D)
+    packed, _ = model.model.pack_image_features(
+        list(torch.split(projected, counts)), image_sizes, "default", image_newline=model.model.image_newline
+    )
+    return packed
+
+
+# -- loops ---------------------------------------------------------------------------------------------------------
+
+
+def schedule(step: int, total: int, warmup: int) -> float:
+    """Linear warmup, then cosine decay to 10%."""
+    if step < warmup:
+        return (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def run_loop(name: str, params, steps: int, lr: float, settings: Settings, step_fn, progress) -> dict:
+    """AdamW with warmup + cosine, gradient clipping; step_fn() -> (loss, {metric: value}); returns a summary."""
+    params = [p for p in params if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.98), weight_decay=0.01)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: schedule(s, steps, settings.warmup))
+    task = progress.add_task(name, total=steps, info="") if progress else None
+    t0, recent = time.perf_counter(), []
+    for _ in range(steps):
+        loss, metrics = step_fn()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        scheduler.step()
+        recent.append({"loss": float(loss.detach()), **metrics})
+        recent = recent[-50:]
+        if progress:
+            mean = {k: sum(r[k] for r in recent) / len(recent) for k in recent[0]}
+            info = " ".join(f"{k} {v:.3f}" for k, v in mean.items())
+            progress.update(task, advance=1, info=info)
+            done = progress.tasks[task].completed
+            if not progress.console.is_terminal and (done % 100 == 0 or done == steps):  # a log line, not a bar
+                progress.console.print(f"{name}: {done}/{steps} {time.perf_counter() - t0:.0f}s {info}")
+    mean = {k: round(sum(r[k] for r in recent) / len(recent), 4) for k in recent[0]} if recent else {}
+    return {"steps": steps, "seconds": round(time.perf_counter() - t0, 1), "last50": mean}
+
+
+def answer_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Share of answer tokens (labels that are not IGNORE nor </s>) predicted right (teacher forcing)."""
+    pred = logits[:, :-1].argmax(-1)  # (B, L-1)
+    target = labels[:, 1:]  # (B, L-1)
+    real = (target != IGNORE) & (target != 2)
+    return float((pred[real] == target[real]).float().mean()) if real.any() else 0.0
+
+
+def pretrain_tower(model, processor, settings: Settings, progress) -> dict:
+    tower = model.model.vision_tower
+    C = model.config.vision_config.hidden_size
+    n_col, n_shape = len(scenes.COLORS) + 1, len(scenes.SHAPES) + 1
+    dense = nn.Sequential(nn.LayerNorm(C), nn.Linear(C, n_col + n_shape + 3))
+    cls_head = nn.Linear(C, n_col + n_shape)
+    stream = seed_stream(settings, "tower")
+    layer = model.config.vision_feature_layer
+
+    def step():
+        batch = [scenes.make_scene(next(stream)) for _ in range(settings.batch)]
+        pixel_values, _, counts = crops(processor, [s.image for s in batch])  # (M, 3, S, S)
+        which = patch_objects(processor, batch, counts)  # (M, P)
+        table = attribute_table(batch, counts)  # (M, 8, 3)
+        target = torch.gather(table, 1, which[..., None].expand(-1, -1, 3))  # (M, P, 3)
+        large = (which == 1).sum(-1) * 16 >= which.shape[1]  # (M,) crop shows the large object (>= 1/16)
+        cls_target = torch.where(large[:, None], table[:, 1, :2], 0)  # (M, 2)
+
+        out = tower(pixel_values, output_hidden_states=True)
+        logits = dense(out.hidden_states[layer][:, 1:])  # (M, P, n_col + n_shape + 3)
+        weight = torch.where(which > 0, 4.0, 1.0).flatten()  # object patches count 4x
+        loss = 0.0
+        acc = []
+        for k, (a, b) in enumerate([(0, n_col), (n_col, n_col + n_shape), (n_col + n_shape, n_col + n_shape + 3)]):
+            part = logits[..., a:b].flatten(0, 1)  # (M*P, classes)
+            y = target[..., k].flatten()
+            loss = loss + (F.cross_entropy(part, y, reduction="none") * weight).sum() / weight.sum()
+            on = y > 0
+            acc.append(float((part[on].argmax(-1) == y[on]).float().mean()) if on.any() else 0.0)
+        cls_logits = cls_head(out.pooler_output)  # (M, n_col + n_shape)
+        loss = loss + F.cross_entropy(cls_logits[:, :n_col], cls_target[:, 0])
+        loss = loss + F.cross_entropy(cls_logits[:, n_col:], cls_target[:, 1])
+        cls_acc = float((cls_logits[:, :n_col].argmax(-1) == cls_target[:, 0]).float().mean())
+        return loss, {"obj_color": acc[0], "obj_shape": acc[1], "cls_color": cls_acc}
+
+    params = list(tower.parameters()) + list(dense.parameters()) + list(cls_head.parameters())
+    return run_loop("tower", params, settings.tower_steps, settings.tower_lr, settings, step, progress)
+
+
+def stage0(model, processor, settings: Settings, progress) -> dict:
+    """The LLM alone: answer questions from the scene description in the image's place."""
+    stream = seed_stream(settings, "stage0")
+    qrng = random.Random(f"{settings.seed}:stage0:questions")
+    tok = processor.tokenizer
+    embed = model.get_input_embeddings()
+
+    def step():
+        rows = []
+        for _ in range(settings.batch):
+            s = scenes.make_scene(next(stream))
+            pre, post, labels = render(
+                processor, [(q.text, q.answer) for q in scenes.questions(s, qrng, settings.turns)]
+            )
+            desc = tok(s.description(), add_special_tokens=False).input_ids
+            rows.append((pre, embed(torch.tensor(desc)), torch.tensor(desc), post, labels))
+        inputs, mask, labels = collate(embed, rows)
+        out = model(inputs_embeds=inputs, attention_mask=mask, labels=labels)
+        return out.loss, {"answer_acc": answer_accuracy(out.logits, labels)}
+
+    return run_loop("stage 0 (LLM, text)", model.parameters(), settings.stage0_steps, settings.stage0_lr, settings,
+                    step, progress)  # fmt: skip
+
+
+def _image_stage(name: str, model, processor, settings: Settings, progress, steps: int, lr: float, describe: bool):
+    stream = seed_stream(settings, name)
+    qrng = random.Random(f"{settings.seed}:{name}:questions")
+    embed = model.get_input_embeddings()
+
+    def step():
+        batch = [scenes.make_scene(next(stream)) for _ in range(settings.batch)]
+        pixel_values, image_sizes, counts = crops(processor, [s.image for s in batch])
+        visual = visual_features(model, pixel_values, image_sizes, counts)  # list of (n_i, D)
+        rows = []
+        for s, v in zip(batch, visual):
+            if describe:
+                turns = [(scenes.DESCRIBE, s.description())]
+            else:
+                turns = [(q.text, q.answer) for q in scenes.questions(s, qrng, settings.turns)]
+            pre, post, labels = render(processor, turns)
+            rows.append((pre, v, torch.full((v.shape[0],), IGNORE), post, labels))
+        inputs, mask, labels = collate(embed, rows)
+        out = model(inputs_embeds=inputs, attention_mask=mask, labels=labels)
+        return out.loss, {"answer_acc": answer_accuracy(out.logits, labels)}
+
+    trainable = [model.model.multi_modal_projector.parameters(), [model.model.image_newline]]
+    if not describe:
+        trainable.append(model.model.language_model.parameters())
+        trainable.append(model.lm_head.parameters())
+    params = [p for group in trainable for p in group]
+    return run_loop(name, params, steps, lr, settings, step, progress)
+
+
+def freeze(model, *, tower: bool, llm: bool) -> None:
+    for p in model.model.vision_tower.parameters():
+        p.requires_grad_(not tower)
+    for module in (model.model.language_model, model.lm_head):
+        for p in module.parameters():
+            p.requires_grad_(not llm)
+
+
+def train(settings: Settings, out_dir: str | Path | None = None, progress: bool = True) -> tuple:
+    """Run every stage; returns (model, processor, report). Writes the checkpoint when out_dir is given."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    torch.set_num_threads(settings.threads)
+    torch.manual_seed(settings.seed)
+    model, processor = build(settings.seed, settings.vision, settings.text)
+    model.train()
+    report = {"settings": dataclasses.asdict(settings), "parameters": num_parameters(model), "stages": {}}
+    columns = [
+        TextColumn("{task.description:22s}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[info]}"),
+    ]
+    t0 = time.perf_counter()
+    with Progress(*columns, disable=not progress) as bar:
+        bar = bar if progress else None
+        with torch.random.fork_rng(devices=[]):
+            freeze(model, tower=False, llm=True)
+            report["stages"]["tower"] = pretrain_tower(model, processor, settings, bar)
+            freeze(model, tower=True, llm=False)
+            report["stages"]["stage0"] = stage0(model, processor, settings, bar)
+            freeze(model, tower=True, llm=True)
+            report["stages"]["stage1"] = _image_stage(
+                "stage 1 (projector)", model, processor, settings, bar, settings.stage1_steps, settings.stage1_lr, True
+            )
+            freeze(model, tower=True, llm=False)
+            report["stages"]["stage2"] = _image_stage(
+                "stage 2 (proj + LLM)",
+                model,
+                processor,
+                settings,
+                bar,
+                settings.stage2_steps,
+                settings.stage2_lr,
+                False,
+            )
+    report["seconds"] = round(time.perf_counter() - t0, 1)
+    for p in model.parameters():
+        p.requires_grad_(True)
+    model.eval()
+    if out_dir is not None:
+        out = save(model, processor, out_dir)
+        (out / "train.json").write_text(json.dumps(report, indent=2) + "\n")
+        write_card(out, report)
+    return model, processor, report
+
+
+RESULTS_BEGIN, RESULTS_END = "<!-- results:begin -->", "<!-- results:end -->"
+
+
+def write_card(out: Path, report: dict) -> Path:
+    """The model card README.md: what the model is, how it was trained (settings, times, final training metrics);
+    the measurement section (between RESULTS_BEGIN / RESULTS_END) is filled by `adafv.toyworld.evaluate --card`."""
+    s = report["settings"]
+    stages = report["stages"]
+    size_mb = (out / "model.safetensors").stat().st_size / 1e6
+    lines = [
+        "# toyworld-llava-next",
+        "",
+        "A small LLaVA-NeXT (`LlavaNextForConditionalGeneration`) trained from scratch on CPU on procedurally",
+        "generated toy-world scenes (`adafv/toyworld/scenes.py`), so that accuracy under visual-token reduction can",
+        "be measured offline. CLIP-style tower with [CLS] (64-px crops, 8-px patches: P = 64 per crop, anyres grids",
+        "1x2, 2x1, 2x2, 3x1, 1x3: N = 3-5 crops), LLaVA's 2-layer MLP projector, Llama-style LLM, a word-level",
+        'tokenizer over the toy vocabulary, `vision_feature_layer=-2`, `vision_feature_select_strategy="default"`.',
+        "",
+        f"- parameters: {report['parameters']:,} ({size_mb:.1f} MB of float32 safetensors)",
+        f"- tower: {s['vision'] or 'defaults'}; LLM: {s['text'] or 'defaults'} (see `config.json`)",
+        f"- training: {report['seconds'] / 60:.1f} min on {s['threads']} CPU threads, seed {s['seed']}, "
+        f"batch {s['batch']} scenes",
+        "",
+        "## Training (`python -m adafv.toyworld.train`)",
+        "",
+        "| stage | trains | steps | lr | minutes | last-50-step metrics |",
+        "|---|---|---|---|---|---|",
+    ]
+    what = {
+        "tower": "tower + heads: [CLS] -> large object; patches -> object under them",
+        "stage0": "LLM on text (description in the image's place)",
+        "stage1": "projector + newline (image -> description)",
+        "stage2": "projector + newline + LLM (questions)",
+    }
+    for name, r in stages.items():
+        lr = s[f"{name}_lr"]
+        metrics = ", ".join(f"{k} {v}" for k, v in r["last50"].items())
+        lines.append(f"| {name} | {what[name]} | {r['steps']} | {lr} | {r['seconds'] / 60:.1f} | {metrics} |")
+    command = "python -m adafv.toyworld.train --out models/toyworld-llava-next " + " ".join(
+        f"--{k.replace('_', '-')} {v}" for k, v in s.items() if isinstance(v, (int, float))
+    )
+    lines += ["", "Reproduce:", "", "```bash", f".venv/bin/{command}", "```", "", "## Measurement", ""]
+    card = out / "README.md"
+    old = card.read_text() if card.is_file() else ""
+    if RESULTS_BEGIN in old and RESULTS_END in old:
+        lines.append(old[old.index(RESULTS_BEGIN) : old.index(RESULTS_END) + len(RESULTS_END)])
+    else:
+        lines += [RESULTS_BEGIN, "(not measured yet: run `python -m adafv.toyworld.evaluate --card`)", RESULTS_END]
+    card.write_text("\n".join(lines) + "\n")
+    return card
+
+
+def main(argv=None) -> int:
+    defaults = Settings()
+    parser = argparse.ArgumentParser(prog="python -m adafv.toyworld.train", description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default=None, help="checkpoint directory to write (e.g. models/toyworld-llava-next)")
+    for field in dataclasses.fields(Settings):
+        if field.type in ("int", "float"):
+            kind = int if field.type == "int" else float
+            parser.add_argument(f"--{field.name.replace('_', '-')}", type=kind, default=getattr(defaults, field.name))
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(Settings) if hasattr(args, f.name)}
+    settings = Settings(**values)
+    _, _, report = train(settings, args.out, progress=not args.quiet)
+    print(json.dumps({k: v for k, v in report.items() if k != "settings"}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
