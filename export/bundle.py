@@ -35,7 +35,7 @@ from adafv.errors import AdafvError, ConfigError
 from adafv.models import LoadedModel, load, peek, resolve
 from adafv.runtime import manifest as bundle_format
 
-from .checks import LintError, ParityCase, check_parity, polygraphy_lint, trt_lint
+from .checks import LintError, ParityCase, check_parity, overlap, polygraphy_lint, trt_lint
 from .graph import GraphShapes, VisionGraph, check_keep, export_onnx
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -382,7 +382,7 @@ def _fp16_parity(path: Path, cases: list[ParityCase]) -> dict:
     for case in cases:
         tokens, positions = session.run(["kept_tokens", "kept_positions"], case.feeds)
         want_tokens, want_positions = case.expected
-        overlaps.append(len(set(positions.tolist()) & set(want_positions.tolist())) / len(want_positions))
+        overlaps.append(overlap(positions, want_positions))
         same = positions == want_positions
         if same.any():
             worst = max(worst, float(np.abs(tokens[same] - want_tokens[same]).max()))

@@ -104,7 +104,8 @@ def export_onnx(graph: VisionGraph, shapes: GraphShapes, path: Path) -> dict:
     if shapes.anyres:
         dynamic["image_grid"] = {}
     start = time.perf_counter()
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # e.g. "torchvision is not installed. Skipping ..."
+    for noisy in ("torch.onnx", "onnxscript"):  # "torchvision is not installed...", "Skipping constant folding..."
+        logging.getLogger(noisy).setLevel(logging.ERROR)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(

@@ -26,6 +26,8 @@ import numpy as np
 
 from adafv.errors import AdafvError
 
+from .checks import overlap
+
 
 class TensorRTUnavailable(AdafvError):
     """tensorrt does not import here (or there is no GPU)."""
@@ -141,7 +143,6 @@ def trt_parity(plan: Path, onnx_session, cases, atol: float) -> dict:
         for case in cases:
             got = runner.infer(case.feeds)
             want_tokens, want_positions = onnx_session.run(["kept_tokens", "kept_positions"], case.feeds)
-            shared = len(set(np.asarray(got["kept_positions"]).tolist()) & set(want_positions.tolist()))
-            overlaps.append(shared / len(want_positions))
+            overlaps.append(overlap(np.asarray(got["kept_positions"]), want_positions))
             worst = max(worst, float(np.abs(np.asarray(got["kept_tokens"]) - want_tokens).max()))
     return {"min_position_overlap": min(overlaps), "max_token_abs_diff": worst, "atol": atol}

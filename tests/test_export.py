@@ -1,0 +1,252 @@
+"""adafv.export: bundles of the tiny twins, parity with the reference path, TensorRT lint, atomicity, bad input."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from adafv import AdaFVConfig, ConfigError, ModelError
+from adafv.export.bundle import BuildError, EngineConfig, build
+from adafv.export.checks import ParityCase, ParityError, check_parity, trt_lint
+from adafv.runtime import manifest as bundle_format
+
+PROMPTS = ["What is in the picture?", "Where is the rocket? Answer in one word."]
+
+
+@pytest.fixture(scope="module")
+def next_bundle(tmp_path_factory):
+    out = tmp_path_factory.mktemp("engines") / "next-k64"
+    return build(EngineConfig("tiny-llava-next", AdaFVConfig(keep=64)), out=out, progress=False)
+
+
+@pytest.fixture(scope="module")
+def llava_bundle(tmp_path_factory):
+    out = tmp_path_factory.mktemp("engines") / "llava-k32-paper"
+    config = EngineConfig("tiny-llava", AdaFVConfig(keep=32, mode="paper"), precision="fp16", llm_precision="fp32")
+    return build(config, out=out, progress=False)
+
+
+def test_bundle_layout_and_manifest(next_bundle):
+    root, m = next_bundle.path, next_bundle.manifest
+    for name in (
+        "manifest.json",
+        "build.json",
+        "vision.onnx",
+        "embed.npy",
+        "llm/model.onnx",
+        "tokenizer/tokenizer.json",
+    ):
+        assert (root / name).is_file(), name
+    assert m["selection"]["keep"] == 64 and m["selection"]["mode"] == "exact"
+    assert m["vision"]["crops"] == [3, 5] and m["vision"]["outputs"]["kept_tokens"]["shape"] == [64, 64]
+    assert m["vision"]["opset"] >= 17 and m["llm"]["precision"] == "int4"
+    assert m["embed"]["dtype"] == "float16" and np.load(root / "embed.npy").dtype == np.float16
+    assert m["prompt"]["before"].startswith("USER:") and m["prompt"]["after"] == " ASSISTANT:"
+    assert m["preprocess"]["kind"] == "anyres"
+    assert m["parity"]["fp32"]["positions"] == "identical" and m["parity"]["fp32"]["cases"] >= 5
+    assert "not built" in m["vision"]["tensorrt"]  # no TensorRT on CI machines: said, not hidden
+    assert json.loads((root / "build.json").read_text())["selection"]["keep"] == 64
+    bundle_format.verify_files(root, bundle_format.read_manifest(root))  # sizes and hashes
+
+
+def test_graph_shapes_are_dynamic_in_crops_and_text_and_static_out(next_bundle):
+    model = onnx.load(str(next_bundle.path / "vision.onnx"), load_external_data=False)
+    dims = {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in model.graph.input}
+    assert dims["pixel_values"][0] == "crops" and dims["text_embeds"][0] == "text" and dims["image_grid"] == [2]
+    out = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in model.graph.output}
+    assert out == {"kept_tokens": [64, 64], "kept_positions": [64]}
+
+
+def _graph_inputs(reference, image, prompt, anyres):
+    prepared = reference.prepare(image, prompt)
+    feeds = {
+        "pixel_values": prepared.pixel_values.numpy(),
+        "text_embeds": reference.embed(prepared.post_ids).detach().numpy(),
+    }
+    if anyres:
+        feeds["image_grid"] = np.array(prepared.grid, dtype=np.int64)
+    return feeds
+
+
+@pytest.mark.parametrize("which", ["next", "llava"])
+def test_exported_graph_keeps_what_the_reference_path_keeps(which, request, photos):
+    import onnxruntime as ort
+
+    from adafv.pipeline import Reference
+
+    bundle = request.getfixturevalue(f"{which}_bundle")
+    m = bundle.manifest
+    reference = Reference.load(m["model"]["name"])
+    config = AdaFVConfig.from_dict(m["selection"])
+    session = ort.InferenceSession(str(bundle.path / "vision.onnx"), providers=["CPUExecutionProvider"])
+    for name in ("astronaut.png", "chelsea.png", "rocket.jpg"):
+        for prompt in PROMPTS:
+            feeds = _graph_inputs(reference, photos[name], prompt, which == "next")
+            tokens, positions = session.run(None, feeds)
+            result = reference.run(photos[name], prompt, config, max_new_tokens=1)
+            kept = sorted(p for p in positions.tolist() if p >= 0)
+            assert kept == result["kept_positions"], (name, prompt)
+            if config.mode == "paper":  # padding: exactly keep - V rows, position -1 and a zero token
+                pad = positions < 0
+                assert pad.sum() == config.keep - len(kept) and not tokens[pad].any()
+
+
+def test_fp16_variant_keeps_selection_in_fp32(llava_bundle):
+    m = llava_bundle.manifest
+    assert m["vision"]["files"]["fp16"] == "vision.fp16.onnx"
+    report = trt_lint(llava_bundle.path / "vision.fp16.onnx")
+    assert report.ok and report.selection_nodes > 50
+    assert m["parity"]["fp16"]["min_position_overlap"] >= 0.9
+    assert m["embed"]["dtype"] == "float32" and m["llm"]["precision"] == "fp32"
+
+
+def test_existing_bundle_is_reused_unless_forced(next_bundle):
+    config = EngineConfig("tiny-llava-next", AdaFVConfig(keep=64))
+    start = time.perf_counter()
+    again = build(config, out=next_bundle.path, progress=False)
+    assert again.reused and time.perf_counter() - start < 10
+    assert again.manifest["build_key"] == next_bundle.manifest["build_key"]
+
+
+# ---- the TensorRT lint, on graphs built to break each rule ------------------------------------------------------
+
+
+def _save(tmp_path, nodes, inputs, outputs, initializers=(), name="g.onnx"):
+    graph = helper.make_graph(nodes, "g", inputs, outputs, list(initializers))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    path = tmp_path / name
+    onnx.save(model, str(path))
+    return path
+
+
+def test_lint_rejects_what_tensorrt_rejects(tmp_path):
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [4096])
+    xi = helper.make_tensor_value_info("xi", TensorProto.INT64, [8])
+    vals = helper.make_tensor_value_info("v", TensorProto.FLOAT, [3900])
+    idx = helper.make_tensor_value_info("i", TensorProto.INT64, [3900])
+    big_k = helper.make_tensor("k", TensorProto.INT64, [1], [3900])
+    path = _save(tmp_path, [helper.make_node("TopK", ["x", "k"], ["v", "i"], sorted=0)], [x], [vals, idx], [big_k])
+    problems = " | ".join(trt_lint(path).problems)
+    assert "K=3900" in problems and "sorted=0" in problems
+
+    nz = helper.make_tensor_value_info("nz", TensorProto.INT64, [1, None])
+    path = _save(tmp_path, [helper.make_node("NonZero", ["x"], ["nz"])], [x], [nz], name="nz.onnx")
+    assert any("data-dependent" in p for p in trt_lint(path).problems)
+
+    lo = helper.make_tensor("lo", TensorProto.INT64, [], [0])
+    y = helper.make_tensor_value_info("y", TensorProto.INT64, [8])
+    path = _save(tmp_path, [helper.make_node("Clip", ["xi", "lo"], ["y"])], [xi], [y], [lo], name="clip.onnx")
+    assert any("Clip on i64" in p for p in trt_lint(path).problems)
+
+    kk = helper.make_tensor_value_info("kk", TensorProto.INT64, [1])
+    v2 = helper.make_tensor_value_info("v2", TensorProto.FLOAT, [None])
+    i2 = helper.make_tensor_value_info("i2", TensorProto.INT64, [None])
+    path = _save(tmp_path, [helper.make_node("TopK", ["x", "kk"], ["v2", "i2"])], [x, kk], [v2, i2], name="k.onnx")
+    problems = trt_lint(path).problems
+    assert any("must be a constant" in p for p in problems) and any("non-static shape" in p for p in problems)
+
+
+def test_lint_catches_selection_math_in_fp16(next_bundle, tmp_path):
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = onnx.load(str(next_bundle.path / "vision.onnx"))
+    half = convert_float_to_float16(model, keep_io_types=True)  # no block list: everything in FP16
+    onnx.save(half, str(tmp_path / "all16.onnx"), save_as_external_data=True, location="all16.onnx.data")
+    from adafv.export.checks import LintError
+
+    try:
+        problems = trt_lint(tmp_path / "all16.onnx").problems
+    except LintError as e:  # the converter's output may not even type-check
+        problems = [str(e)]
+    assert any("not float32" in p or "inference fails" in p for p in problems)
+
+
+def test_parity_error_lists_each_difference():
+    class Fake:
+        def run(self, names, feeds):
+            return np.zeros((4, 2), np.float32), np.array([0, 1, 2, 5])
+
+    case = ParityCase("probe", {}, (np.full((4, 2), 0.5, np.float32), np.array([0, 1, 2, 3])))
+    with pytest.raises(ParityError, match=r"probe: kept_positions differ \(75% shared\); kept_tokens max \|diff\| 0.5"):
+        check_parity(Fake(), [case])
+
+
+# ---- bad input and atomicity -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        (dict(model="llava-9", keep=8), ModelError, "unknown model 'llava-9'.*tiny-llava-next"),
+        (dict(model="tiny-llava-next", keep=192), ConfigError, "smallest image.*3 crop.*192"),
+        (dict(model="tiny-llava", keep=64), ConfigError, "not smaller than the visual tokens"),
+        (dict(model="tiny-llava-next", keep=3840), ConfigError, "TopK needs K < 3840"),
+        (dict(model="tiny-llava-next", keep=8, precision="int8"), ConfigError, "calibration"),
+        (dict(model="tiny-llava-next", keep=8, method="random"), ConfigError, "cannot be compiled"),
+    ],
+)
+def test_bad_requests_fail_before_any_work(tmp_path, kwargs, error, message):
+    start = time.perf_counter()
+    with pytest.raises(error, match=message):
+        method = kwargs.pop("method", "adafv")
+        selection = AdaFVConfig(keep=kwargs.pop("keep"), method=method)
+        build(EngineConfig(selection=selection, **kwargs), out=tmp_path / "b", progress=False)
+    assert time.perf_counter() - start < 10 and not (tmp_path / "b").exists()
+
+
+def test_unwritable_output(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file, not a directory")
+    with pytest.raises(BuildError, match="cannot create the output directory"):
+        build(EngineConfig("tiny-llava", AdaFVConfig(keep=8)), out=blocker / "sub" / "b", progress=False)
+
+
+def test_interrupted_build_leaves_nothing_that_loads(tmp_path, monkeypatch):
+    import adafv.export.llm as llm
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(llm, "export_llm", interrupted)
+    out = tmp_path / "b"
+    with pytest.raises(KeyboardInterrupt):
+        build(EngineConfig("tiny-llava", AdaFVConfig(keep=8)), out=out, progress=False)
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+    from adafv.runtime import BundleError
+
+    with pytest.raises(BundleError, match="not found"):
+        bundle_format.read_manifest(out)
+
+
+def test_tensorrt_engine(next_bundle):
+    from adafv.export.trt import TensorRTUnavailable, compute_capability, tensorrt_version
+
+    try:
+        version, sm = tensorrt_version(), compute_capability()
+    except TensorRTUnavailable as e:
+        pytest.skip(f"TensorRT/GPU not available here: {e}")
+    engines = next_bundle.manifest["vision"]["engines"]
+    assert engines and engines[0]["file"] == f"vision.{version}-sm{sm}.plan"
+    assert engines[0]["parity"]["min_position_overlap"] >= 0.95
+
+
+def test_cli_engine_and_make_target_are_thin(tmp_path, capsys):
+    from adafv.cli.main import main
+
+    code = main(["engine", "tiny-llava", "--keep", "16", "--out", str(tmp_path / "b"), "--quiet"])
+    assert code == 0 and capsys.readouterr().out.strip() == str(tmp_path / "b")
+    assert (tmp_path / "b" / "manifest.json").is_file()
+    makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
+    assert "$(ADAFV) engine $(MODEL) --keep $(keep)" in makefile
+
+
+def test_probes_cover_a_real_photo_and_every_grid(next_bundle):
+    probes = next_bundle.manifest["parity"]["fp32"]["probes"]
+    assert any(p.startswith("rocket.jpg") for p in probes)
+    assert len([p for p in probes if p.startswith("random")]) == 5  # one per pinpoint: grids 1x2 2x1 2x2 3x1 1x3
