@@ -20,8 +20,15 @@ def _print_result(result: dict, as_json: bool) -> None:
         print(json.dumps(result))
         return
     print(result["text"])
-    t = result["timings_ms"]
-    stages = " · ".join(f"{k} {v:.0f} ms" for k, v in t.items())
+    _print_stats(result)
+
+
+def _print_stats(result: dict) -> None:
+    stages = " · ".join(
+        f"{k} {v:.0f} ms" if k != "decode_tokens_per_s" else f"{v:.0f} tok/s"
+        for k, v in result["timings_ms"].items()
+        if v is not None
+    )
     print(
         f"[{result['path']}] kept {result['num_kept']}/{result['num_visual_tokens']} visual tokens "
         f"({result['method']}, {result['mode']}) · {stages}",
@@ -59,9 +66,27 @@ def cmd_run(args) -> int:
 
 
 def _run_bundle(args, image) -> int:
-    from adafv.runtime import BundleError
+    """The torch-free path: never imports torch or transformers."""
+    from adafv.runtime import Pipeline
 
-    raise BundleError(f"{args.model} is a bundle; running bundles arrives with the runtime (issue 4)")
+    pipe = Pipeline.load(args.model, keep=args.keep, engine=args.engine)
+    stream = args.stream and not args.json
+    on_token = (lambda piece: print(piece, end="", flush=True)) if stream else None
+    result = pipe.run(
+        image,
+        args.prompt,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        seed=args.seed,
+        on_token=on_token,
+    )
+    if stream:
+        print(flush=True)
+        _print_stats(result)
+    else:
+        _print_result(result, args.json)
+    return 0
 
 
 def cmd_engine(args) -> int:
@@ -107,11 +132,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--method", default="adafv", choices=["adafv", "fastervlm", "text", "random", "full"])
     run.add_argument("--mode", default="exact", choices=["exact", "paper"])
     run.add_argument("--legacy-offset", action="store_true", help="paper mode: reproduce the released code's defect")
-    run.add_argument("--seed", type=int, default=0, help="seed of the random baseline")
+    run.add_argument("--seed", type=int, default=0, help="seed of the random baseline / of sampling")
     run.add_argument("--max-new-tokens", type=int, default=32)
     run.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], help="weights dtype (default: checkpoint)")
     run.add_argument("--json", action="store_true", help="print one JSON object")
     run.add_argument("--stream", action="store_true", help="print tokens as they come (bundles)")
+    run.add_argument("--temperature", type=float, default=0.0, help="bundles: 0 = greedy")
+    run.add_argument("--top-p", type=float, default=1.0, help="bundles: nucleus sampling mass")
+    run.add_argument(
+        "--engine", default="auto", choices=["auto", "onnxruntime", "tensorrt"], help="bundles: vision engine"
+    )
     run.set_defaults(func=cmd_run)
 
     engine = sub.add_parser("engine", help="build a bundle: ONNX vision graph (+ TensorRT engine) and int4 LLM")

@@ -13,6 +13,8 @@ from __future__ import annotations
 from numbers import Integral, Real
 from typing import Any
 
+from adafv.runtime.preprocess import crop_side
+
 KINDS = {"LlavaNextImageProcessorPil": "anyres", "CLIPImageProcessorPil": "clip"}
 # PIL resample ids: NEAREST, LANCZOS, BILINEAR, BICUBIC, BOX, HAMMING
 PIL_RESAMPLE_IDS = range(6)
@@ -105,8 +107,7 @@ def _pinpoints(value: Any, spec: dict, name: str) -> list[list[int]]:
     if not value:
         raise ValueError(f"{name}: image_grid_pinpoints is empty")
     pinpoints = [[int(h), int(w)] for h, w in value]
-    # the crop side as LlavaNextImageProcessorPil derives it (adafv.runtime.preprocess.crop_side)
-    side = spec["crop_size"].get("height") or spec["size"].get("height") or spec["size"]["shortest_edge"]
+    side = crop_side(spec)  # as LlavaNextImageProcessorPil derives it
     uneven = [p for p in pinpoints if p[0] % side or p[1] % side]
     if uneven:
         raise ValueError(f"{name}: image_grid_pinpoints {uneven} are not multiples of the crop side {side}")

@@ -17,54 +17,14 @@ index). Everything that can be checked without it is checked by `checks.trt_lint
 
 from __future__ import annotations
 
-import ctypes
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 
-from adafv.errors import AdafvError
+# the runtime owns the facts a plan is validated against (its consumer); the builder uses the same functions
+from adafv.runtime.trt import TensorRTUnavailable, compute_capability, engine_name, tensorrt_version
 
 from .checks import overlap
-
-
-class TensorRTUnavailable(AdafvError):
-    """tensorrt does not import here (or there is no GPU)."""
-
-
-def tensorrt_version() -> str:
-    """The installed TensorRT version; raises TensorRTUnavailable with the reason otherwise."""
-    try:
-        import tensorrt as trt
-    except Exception as e:  # ImportError, or OSError for a missing libnvinfer / libnvonnxparser
-        raise TensorRTUnavailable(f"tensorrt does not import: {e}") from e
-    return trt.__version__
-
-
-def compute_capability() -> str:
-    """The GPU's compute capability as 'XY' (e.g. '87' for Jetson Orin), from the CUDA runtime or nvidia-smi."""
-    for lib in ("libcudart.so", "libcudart.so.13", "libcudart.so.12"):
-        try:
-            cudart = ctypes.CDLL(lib)
-        except OSError:
-            continue
-        major, minor = ctypes.c_int(), ctypes.c_int()
-        ok = cudart.cudaDeviceGetAttribute(ctypes.byref(major), 75, 0) == 0  # cudaDevAttrComputeCapabilityMajor
-        ok = ok and cudart.cudaDeviceGetAttribute(ctypes.byref(minor), 76, 0) == 0  # ...Minor
-        if ok:
-            return f"{major.value}{minor.value}"
-    if shutil.which("nvidia-smi"):
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=compute_cap", "--format=csv,noheader"], capture_output=True, text=True
-        )
-        if out.returncode == 0 and out.stdout.strip():
-            return out.stdout.strip().splitlines()[0].replace(".", "")
-    raise TensorRTUnavailable("no CUDA GPU found (neither libcudart nor nvidia-smi answered)")
-
-
-def engine_name(trt_version: str, sm: str) -> str:
-    return f"vision.{trt_version}-sm{sm}.plan"
 
 
 def _pin_fp32(names: list[str]):
@@ -135,14 +95,15 @@ def build_engine(
 
 def trt_parity(plan: Path, onnx_session, cases, atol: float) -> dict:
     """TensorRT vs ONNX Runtime on the parity cases: overlap of kept positions and max token difference."""
-    from polygraphy.backend.common import BytesFromPath
-    from polygraphy.backend.trt import EngineFromBytes, TrtRunner
+    from adafv.runtime.trt import PlanRunner
 
+    runner = PlanRunner(plan)
     overlaps, worst = [], 0.0
-    with TrtRunner(EngineFromBytes(BytesFromPath(str(plan)))) as runner:
-        for case in cases:
-            got = runner.infer(case.feeds)
-            want_tokens, want_positions = onnx_session.run(["kept_tokens", "kept_positions"], case.feeds)
-            overlaps.append(overlap(np.asarray(got["kept_positions"]), want_positions))
-            worst = max(worst, float(np.abs(np.asarray(got["kept_tokens"]) - want_tokens).max()))
+    for case in cases:
+        tokens, positions = runner.run(case.feeds)
+        want_tokens, want_positions = onnx_session.run(["kept_tokens", "kept_positions"], case.feeds)
+        overlaps.append(overlap(positions, want_positions))
+        same = positions == want_positions
+        if same.any():
+            worst = max(worst, float(np.abs(tokens[same] - want_tokens[same]).max()))
     return {"min_position_overlap": min(overlaps), "max_token_abs_diff": worst, "atol": atol}

@@ -3,5 +3,6 @@
 
 from .errors import BundleError, ImageError, PromptError, RuntimeFailure
 from .images import load_image
+from .pipeline import Pipeline
 
-__all__ = ["BundleError", "ImageError", "PromptError", "RuntimeFailure", "load_image"]
+__all__ = ["BundleError", "ImageError", "Pipeline", "PromptError", "RuntimeFailure", "load_image"]

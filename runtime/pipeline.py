@@ -1,0 +1,279 @@
+"""`Pipeline.load(bundle).run(image, prompt)`: the torch-free path from a camera image to an answer.
+
+    image ─preprocess (numpy+PIL)─► pixel_values, grid
+    prompt ─template─► tokenizer ─► [pre | <image> | post] ids ─embed.npy─► text embeddings
+    vision engine (ONNX Runtime, or the TensorRT plan): pixel_values, post embeddings, grid ─► kept tokens (keep, D)
+    decoder: [pre embeds | kept tokens | post embeds] ─► prefill ─► decode loop (KV cache) ─► text
+
+Loading validates the manifest (format version, keep, files and hashes, TensorRT plan vs this machine) and defers
+the ONNX Runtime sessions to the first run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import manifest as bundle_format
+from .errors import BundleError, PromptError
+from .llm import Decoder, Sampler
+from .preprocess import preprocess
+
+ENGINES = ("auto", "onnxruntime", "tensorrt")
+
+
+def best_providers(available: list[str] | None = None) -> list[str]:
+    """TensorRT, then CUDA, then CPU: those of them this ONNX Runtime build offers."""
+    if available is None:
+        import onnxruntime as ort
+
+        available = ort.get_available_providers()
+    order = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    return [p for p in order if p in available] or ["CPUExecutionProvider"]
+
+
+class Pipeline:
+    """A loaded bundle. Use `Pipeline.load(path)`."""
+
+    def __init__(self, root: Path, manifest: dict[str, Any], providers: list[str], engine: str):
+        self.root = root
+        self.manifest = manifest
+        self.providers = providers
+        self.engine = engine
+        self._vision = None
+        self._decoder = None
+        self._tokenizer = None
+        self._embed = None
+
+    @classmethod
+    def load(
+        cls,
+        bundle: str | Path,
+        providers: list[str] | None = None,
+        keep: int | None = None,
+        engine: str = "auto",
+        verify: bool = True,
+    ) -> Pipeline:
+        """Validate a bundle. `keep`: fail unless the bundle was built for it. `engine`: `tensorrt` requires the
+        bundle's plan to match this machine's TensorRT and GPU; `auto` uses it when it does, else ONNX Runtime.
+        `verify=False` skips the sha256 of every file (sizes are always checked)."""
+        root = Path(bundle)
+        m = bundle_format.read_manifest(root)
+        if engine not in ENGINES:
+            raise BundleError(f"unknown engine {engine!r}; choose {', '.join(ENGINES)}")
+        built_keep = m["selection"]["keep"]
+        if keep is not None and keep != built_keep:
+            raise BundleError(f"{root} was built for keep={built_keep}, not keep={keep}: build one with that keep")
+        bundle_format.verify_files(root, m, hashes=verify)
+        plan = _matching_plan(root, m, required=engine == "tensorrt")
+        chosen = "tensorrt" if plan is not None and engine != "onnxruntime" else "onnxruntime"
+        pipe = cls(root, m, providers or best_providers(), chosen)
+        pipe._plan = plan
+        return pipe
+
+    # -- properties from the manifest -----------------------------------------------------------------------------
+
+    @property
+    def keep(self) -> int:
+        return self.manifest["selection"]["keep"]
+
+    @property
+    def max_text(self) -> int:
+        return self.manifest["vision"]["max_text"]
+
+    # -- lazily loaded parts --------------------------------------------------------------------------------------
+
+    def _load_vision(self):
+        if self._vision is None:
+            if self.engine == "tensorrt":
+                from .trt import PlanRunner
+
+                self._vision = PlanRunner(self._plan)
+            else:
+                self._vision = _OrtVision(self.root, self.manifest, self.providers)
+        return self._vision
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            from tokenizers import Tokenizer
+
+            path = self.root / self.manifest["tokenizer"]["dir"] / "tokenizer.json"
+            try:
+                self._tokenizer = Tokenizer.from_file(str(path))
+            except Exception as e:
+                raise BundleError(f"{path} cannot be read: {e}") from e
+        return self._tokenizer
+
+    @property
+    def embed_table(self) -> np.ndarray:
+        if self._embed is None:
+            path = self.root / self.manifest["embed"]["file"]
+            try:
+                self._embed = np.load(path, mmap_mode="r")  # a 7B table stays on disk until rows are read
+            except (ValueError, OSError) as e:
+                raise BundleError(f"{path} cannot be read: {e}") from e
+        return self._embed
+
+    def _load_decoder(self) -> Decoder:
+        if self._decoder is None:
+            self._decoder = Decoder(self.root, self.manifest["llm"], self.providers)
+        return self._decoder
+
+    # -- stages ---------------------------------------------------------------------------------------------------
+
+    def prompt_ids(self, prompt: str) -> tuple[list[int], list[int]]:
+        """(ids before the image, ids after it) for one question, through the bundle's chat template."""
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise PromptError("the prompt is empty: ask a question about the image")
+        p = self.manifest["prompt"]
+        ids = self.tokenizer.encode(p["before"] + prompt + p["after"], add_special_tokens=True).ids
+        where = [i for i, t in enumerate(ids) if t == p["image_token_id"]]
+        if len(where) != 1:
+            raise PromptError(f"the prompt must not contain the image placeholder {p['image_token']!r} itself")
+        pre, post = ids[: where[0]], ids[where[0] + 1 :]
+        if len(post) > self.max_text:
+            raise PromptError(
+                f"the prompt is too long: {len(post)} tokens after the image, this engine takes at most "
+                f"{self.max_text} (rebuild with a larger --max-text)"
+            )
+        return pre, post
+
+    def embed(self, ids: list[int]) -> np.ndarray:
+        return np.asarray(self.embed_table[ids], dtype=np.float32)  # (T, D)
+
+    def vision(self, pixel_values: np.ndarray, text_embeds: np.ndarray, grid: tuple[int, int]):
+        """kept tokens (keep, D) in reading order and their crop-major positions (keep,), -1 for padding."""
+        m = self.manifest["vision"]
+        lo, hi = m["crops"]
+        if not lo <= pixel_values.shape[0] <= hi:
+            raise BundleError(
+                f"the image gives {pixel_values.shape[0]} crops; this engine takes {lo}..{hi} (see --max-crops)"
+            )
+        feeds = {"pixel_values": pixel_values, "text_embeds": text_embeds}
+        if "image_grid" in m["inputs"]:
+            feeds["image_grid"] = np.asarray(grid, dtype=np.int64)
+        return self._load_vision().run(feeds)
+
+    def run(
+        self,
+        image,
+        prompt: str,
+        max_new_tokens: int = 32,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        on_token: Callable[[str], None] | None = None,
+    ) -> dict[str, Any]:
+        """Answer a question about an RGB PIL image (see `adafv.runtime.load_image`). `on_token` receives the text of
+        each new token as it is generated. Returns the same JSON-ready schema as the reference path."""
+        if max_new_tokens < 1:
+            raise PromptError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        sampler = Sampler(temperature, top_p, seed)
+        t0 = time.perf_counter()
+        pre, post = self.prompt_ids(prompt)
+        pixel_values, grid = preprocess(image, self.manifest["preprocess"])  # (N, 3, S, S)
+        t1 = time.perf_counter()
+        kept_tokens, positions = self.vision(pixel_values, self.embed(post), grid)  # (keep, D), (keep,)
+        valid = positions >= 0  # paper mode pads with -1
+        t2 = time.perf_counter()
+        embeds = np.concatenate([self.embed(pre), kept_tokens[valid], self.embed(post)])  # (L, D)
+        tok = self.manifest["tokenizer"]
+        stream = _Detokenizer(self.tokenizer, on_token) if on_token is not None else None
+        generation = self._load_decoder().generate(
+            embeds, self.embed_table, set(tok["eos_token_ids"]), max_new_tokens, sampler, stream
+        )
+        t3 = time.perf_counter()
+        ms = lambda a, b: round((b - a) * 1000, 3)  # noqa: E731
+        decoded = max(len(generation.tokens) - 1, 0)
+        num_crops = pixel_values.shape[0]
+        return {
+            "model": self.manifest["model"]["name"],
+            "path": "bundle",
+            "bundle": str(self.root),
+            "engine": self.engine,
+            "method": self.manifest["selection"]["method"],
+            "mode": self.manifest["selection"]["mode"],
+            "keep": self.keep,
+            "text": self.tokenizer.decode(generation.tokens, skip_special_tokens=True).strip(),
+            "tokens": generation.tokens,
+            "kept_positions": sorted(positions[valid].tolist()),
+            "num_kept": int(valid.sum()),
+            "num_visual_tokens": num_crops * self.manifest["vision"]["patches_per_crop"],
+            "num_llm_visual_tokens": int(valid.sum()),
+            "num_crops": num_crops,
+            "grid": list(grid),
+            "stopped": generation.stopped,
+            "timings_ms": {
+                "preprocess": ms(t0, t1),
+                "vision": ms(t1, t2),
+                "prefill": round(generation.prefill_ms, 3),
+                "time_to_first_token": ms(t0, generation.first_token_at),
+                "decode": round(generation.decode_ms, 3),
+                "decode_tokens_per_s": round(decoded / (generation.decode_ms / 1000), 2) if decoded else None,
+                "total": ms(t0, t3),
+            },
+        }
+
+
+class _OrtVision:
+    def __init__(self, root: Path, manifest: dict[str, Any], providers: list[str]):
+        import onnxruntime as ort
+
+        files = manifest["vision"]["files"]
+        gpu = providers[0] != "CPUExecutionProvider"
+        name = files["fp16"] if gpu and "fp16" in files else files["fp32"]  # FP16 kernels only pay off on a GPU
+        self.session = ort.InferenceSession(str(root / name), providers=providers)
+
+    def run(self, feeds):
+        tokens, positions = self.session.run(["kept_tokens", "kept_positions"], feeds)
+        return tokens, positions
+
+
+class _Detokenizer:
+    """Turns token ids into text pieces as they come (byte-level BPE may need several tokens for one character)."""
+
+    def __init__(self, tokenizer, on_text: Callable[[str], None]):
+        self.tokenizer, self.on_text = tokenizer, on_text
+        self.ids: list[int] = []
+        self.sent = ""
+
+    def __call__(self, token: int) -> None:
+        self.ids.append(token)
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        if text.endswith("\ufffd"):  # an incomplete UTF-8 sequence: wait for the next token
+            return
+        piece, self.sent = text[len(self.sent) :], text
+        if piece:
+            self.on_text(piece)
+
+
+def _matching_plan(root: Path, manifest: dict[str, Any], required: bool) -> Path | None:
+    """The bundle's TensorRT plan for this machine's TensorRT and GPU, or None (an error when required)."""
+    engines = manifest["vision"].get("engines", [])
+    if not engines:
+        if required:
+            raise BundleError(f"{root} has no TensorRT engine ({manifest['vision'].get('tensorrt', 'none built')})")
+        return None
+    from .trt import TensorRTUnavailable, compute_capability, tensorrt_version
+
+    try:
+        version, sm = tensorrt_version(), compute_capability()
+    except TensorRTUnavailable as e:
+        if required:
+            raise BundleError(f"{root}: cannot run its TensorRT engine here: {e}") from e
+        return None
+    for engine in engines:
+        if engine["tensorrt"] == version and engine["sm"] == sm:
+            return root / engine["file"]
+    if required:
+        built = ", ".join(f"TensorRT {e['tensorrt']} for sm{e['sm']}" for e in engines)
+        raise BundleError(
+            f"{root} has engines built with {built}; this machine has TensorRT {version} on sm{sm}. TensorRT engines "
+            "are not portable: rebuild here with `adafv engine ... --force`"
+        )
+    return None
