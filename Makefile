@@ -33,7 +33,7 @@ engine: setup
 	$(ADAFV) engine $(MODEL) --keep $(keep) --precision $(PRECISION) --llm-precision $(LLM_PRECISION)
 
 bench: setup
-	$(PY) -m adafv.cli.bench
+	$(ADAFV) bench --model $(MODEL) --keep $(keep)
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -106,6 +106,13 @@ def cmd_engine(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from adafv.cli.bench import print_table, run_bench
+
+    print_table(run_bench(args.model, args.keep, args.repeats), args.model, args.keep)
+    return 0
+
+
 def cmd_models(args) -> int:
     from adafv.models import REGISTRY
 
@@ -157,6 +164,12 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument("--force", action="store_true", help="rebuild even if an identical bundle exists")
     engine.add_argument("--quiet", action="store_true", help="no progress output")
     engine.set_defaults(func=cmd_engine)
+
+    bench = sub.add_parser("bench", help="time each stage side by side: baseline vs adafv, in one run")
+    bench.add_argument("--model", default="tiny-llava-next")
+    bench.add_argument("--keep", type=int, default=64)
+    bench.add_argument("--repeats", type=int, default=5)
+    bench.set_defaults(func=cmd_bench)
 
     models = sub.add_parser("models", help="list the registered models")
     models.set_defaults(func=cmd_models)

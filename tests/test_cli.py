@@ -96,3 +96,13 @@ def test_console_script_runs():
     )
     assert proc.returncode == 0, proc.stderr
     assert "kept 16/64 visual tokens" in proc.stderr
+
+
+def test_bench_measures_each_stage_side_by_side(tmp_path, monkeypatch):
+    # the numbers belong to `make bench`, not to a test: this only proves the command still measures every stage
+    monkeypatch.chdir(tmp_path)
+    from adafv.cli.bench import run_bench
+
+    rows = run_bench("tiny-llava", 16, repeats=1)
+    assert [r[0] for r in rows][:3] == ["preprocess", "vision + selection", "LLM prefill"]
+    assert all(r[2] > 0 and r[4] > 0 for r in rows)
