@@ -32,8 +32,9 @@ import numpy as np
 import adafv
 from adafv.config import AdaFVConfig
 from adafv.errors import AdafvError, ConfigError
-from adafv.models import LoadedModel, load, peek, resolve
+from adafv.models import LoadedModel, ModelSpec, load, peek, resolve
 from adafv.runtime import manifest as bundle_format
+from adafv.runtime.errors import BundleError
 
 from .checks import LintError, ParityCase, check_parity, overlap, polygraphy_lint, trt_lint
 from .graph import GraphShapes, VisionGraph, check_keep, export_onnx
@@ -117,21 +118,21 @@ def _tool_versions() -> dict[str, str]:
     return versions
 
 
-def _source_fingerprint(loaded: LoadedModel) -> str:
+def _source_fingerprint(spec: ModelSpec) -> str:
     """What the weights are: the tiny twin's recipe, or the checkpoint's files (names, sizes, mtimes)."""
-    source = Path(loaded.spec.source)
-    if loaded.spec.is_tiny or not source.is_dir():
-        return loaded.spec.source
+    source = Path(spec.source)
+    if spec.is_tiny or not source.is_dir():
+        return spec.source
     files = sorted((p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in source.iterdir() if p.is_file())
     return json.dumps([str(source), files])
 
 
-def build_key(config: EngineConfig, loaded: LoadedModel) -> str:
-    """Equal keys mean an existing bundle can be reused as is."""
+def build_key(config: EngineConfig, spec: ModelSpec) -> str:
+    """Equal keys mean an existing bundle can be reused as is (computed without loading any weights)."""
     payload = {
         "format": bundle_format.FORMAT_VERSION,
         "config": config.to_dict(),
-        "source": _source_fingerprint(loaded),
+        "source": _source_fingerprint(spec),
         "tools": _tool_versions(),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
@@ -152,8 +153,7 @@ def probe_cases(loaded: LoadedModel, graph: VisionGraph, shapes: GraphShapes) ->
         from adafv.runtime import load_image
 
         images.append((PHOTO.name, load_image(PHOTO)))
-    sizes = [(h, w) for h, w in (loaded.config.image_grid_pinpoints if shapes.anyres else [(200, 160)])]
-    for h, w in sizes:
+    for h, w in loaded.config.image_grid_pinpoints if shapes.anyres else [(200, 160)]:
         pixels = rng.integers(0, 256, (h + 3, w + 5, 3), dtype=np.uint8)
         images.append((f"random {h + 3}x{w + 5}", Image.fromarray(pixels)))
     cases = []
@@ -180,7 +180,6 @@ class _Steps:
     """Rich progress on stderr, one line per build step with its time; silent when disabled."""
 
     def __init__(self, enabled: bool):
-        self.enabled = enabled
         self.console = None
         if enabled:
             from rich.console import Console
@@ -222,17 +221,17 @@ def build(config: EngineConfig, out: Path | None = None, force: bool = False, pr
     check_keep(config.selection, shapes)  # before any work: no weights loaded yet
     _check_writable(out)
     steps = _Steps(progress)
-    loaded = steps.run(f"load {spec.name}", load, config.model)
-    key = build_key(config, loaded)
+    key = build_key(config, spec)
     if not force and (out / bundle_format.MANIFEST).is_file():
         try:
             existing = bundle_format.read_manifest(out)
-        except Exception:
-            existing = {}
+        except BundleError:
+            existing = {}  # unreadable or of another format: rebuilt below
         if existing.get("build_key") == key:
             if steps.console is not None:
                 steps.console.print(f"[green]up to date[/]: {out} (use --force to rebuild)")
             return BuildResult(out, existing, True, time.perf_counter() - start)
+    loaded = steps.run(f"load {spec.name}", load, config.model)
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
