@@ -162,8 +162,6 @@ def _check_supported(config, where: str) -> None:
 
 def load(name_or_path: str | os.PathLike, dtype: str | None = None) -> LoadedModel:
     """Load model + processor. Tiny twins are built in memory; other sources load from disk or the HF cache."""
-    import torch
-
     spec = resolve(name_or_path)
     if spec.is_tiny:
         from . import tiny
@@ -176,7 +174,6 @@ def load(name_or_path: str | os.PathLike, dtype: str | None = None) -> LoadedMod
         raise ModelError(f"{spec.name}: architecture {spec.arch!r} is not supported ({', '.join(ARCHES)})")
     _check_supported(model.config, spec.name)
     model.eval()
-    torch.set_grad_enabled(False)
     return LoadedModel(spec, ARCHES[spec.arch], model, processor)
 
 

@@ -89,6 +89,7 @@ class Reference:
             pixel_values = pixel_values[0, : 1 + grid[0] * grid[1]]
         return Prepared(inputs, pixel_values, size, grid, ids[: where[0]], ids[where[-1] + 1 :])
 
+    @torch.no_grad()
     def scores(self, prepared: Prepared):
         """tokens (N, P, D), saliency (N, P), relevance (N*P,)."""
         tokens, saliency = self.visual(prepared.pixel_values)  # (N, P, D), (N, P)
@@ -97,6 +98,7 @@ class Reference:
         relevance = text_relevance(tokens.reshape(1, N * P, D), text[None])[0]  # (NP,)
         return tokens, saliency, relevance
 
+    @torch.no_grad()
     def stock_image_features(self, prepared: Prepared) -> torch.Tensor:
         """The stock transformers image features (anyres packing, unpadding, newline tokens): (n_image_tokens, D)."""
         kwargs = {}
@@ -105,6 +107,7 @@ class Reference:
         out = self.model.model.get_image_features(pixel_values=prepared.inputs["pixel_values"], **kwargs)
         return torch.cat(list(out.pooler_output), dim=0)
 
+    @torch.no_grad()
     def generate(self, prepared: Prepared, visual_embeds: torch.Tensor, max_new_tokens: int) -> list[int]:
         """Greedy decoding from [pre | visual | post] embeddings; returns the new token ids (EOS excluded)."""
         dtype = self.embed.weight.dtype
@@ -130,6 +133,7 @@ class Reference:
 
     # -- the whole thing ------------------------------------------------------------------------------------------
 
+    @torch.no_grad()
     def run(self, image, prompt: str, config: AdaFVConfig, max_new_tokens: int = 32) -> dict[str, Any]:
         """Answer a question about an image; returns the JSON-ready result (text, kept positions, timings)."""
         if max_new_tokens < 1:
