@@ -266,7 +266,8 @@ def _write_bundle(config, loaded: LoadedModel, shapes: GraphShapes, root: Path, 
     from .preprocess_spec import image_processor_spec
 
     preprocess = image_processor_spec(loaded.processor)  # unsupported processors fail before the long steps
-    graph = VisionGraph(VisualTokens.from_llava(loaded.model), config.selection, shapes.anyres).eval()
+    visual = VisualTokens.from_llava(loaded.model).float()  # the FP32 graph is the reference; FP16 is derived from it
+    graph = VisionGraph(visual, config.selection, shapes.anyres).eval()
     vision = root / "vision.onnx"
     exported = steps.run("export vision graph to ONNX", export_onnx, graph, shapes, vision)
     lint = steps.run("lint for TensorRT", trt_lint, vision)

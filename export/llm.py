@@ -21,12 +21,15 @@ class LLMExportError(AdafvError):
 
 
 def causal_lm(model):
-    """A standalone causal LM (e.g. LlamaForCausalLM) sharing the VLM's language model weights."""
+    """A standalone causal LM (e.g. LlamaForCausalLM, MistralForCausalLM) composed of the VLM's own language model
+    and head: the modules are shared, not copied, so a 7B model is not held twice while it is saved."""
+    import torch
     from transformers import AutoModelForCausalLM
 
-    lm = AutoModelForCausalLM.from_config(model.config.text_config)
-    lm.model.load_state_dict(model.model.language_model.state_dict())
-    lm.lm_head.load_state_dict(model.lm_head.state_dict())
+    with torch.device("meta"):  # an empty shell: its own (meta) weights are replaced below
+        lm = AutoModelForCausalLM.from_config(model.config.text_config)
+    lm.model = model.model.language_model
+    lm.lm_head = model.lm_head
     lm.generation_config = model.generation_config
     return lm.eval()
 
