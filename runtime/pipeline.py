@@ -121,7 +121,7 @@ class Pipeline:
 
     def _load_decoder(self) -> Decoder:
         if self._decoder is None:
-            self._decoder = Decoder(self.root, self.manifest["llm"], self.providers)
+            self._decoder = Decoder(self.root, self.manifest["llm"], decoder_providers(self.providers))
         return self._decoder
 
     # -- stages ---------------------------------------------------------------------------------------------------
@@ -220,6 +220,39 @@ class Pipeline:
         }
 
 
+def trt_cache_dir(manifest: dict[str, Any]) -> Path:
+    """Where ONNX Runtime's TensorRT provider keeps the engines it builds for a bundle (one build per machine)."""
+    import os
+
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return base / "adafv" / "ort-trt" / manifest.get("build_key", "unkeyed")
+
+
+def vision_providers(providers: list[str], manifest: dict[str, Any]) -> list:
+    """The TensorRT provider with its engine and timing caches on (else it rebuilds on every start)."""
+    out: list = []
+    for p in providers:
+        if p == "TensorrtExecutionProvider":
+            cache = trt_cache_dir(manifest)
+            cache.mkdir(parents=True, exist_ok=True)
+            options = {
+                "trt_engine_cache_enable": True,
+                "trt_engine_cache_path": str(cache),
+                "trt_timing_cache_enable": True,
+                "trt_timing_cache_path": str(cache),
+                "trt_fp16_enable": manifest["precision"] == "fp16",
+            }
+            out.append((p, options))
+        else:
+            out.append(p)
+    return out
+
+
+def decoder_providers(providers: list[str]) -> list[str]:
+    """The int4 decoder's ops (MatMulNBits, GroupQueryAttention) are ONNX Runtime contrib ops: CUDA or CPU only."""
+    return [p for p in providers if p != "TensorrtExecutionProvider"] or ["CPUExecutionProvider"]
+
+
 class _OrtVision:
     def __init__(self, root: Path, manifest: dict[str, Any], providers: list[str]):
         import onnxruntime as ort
@@ -227,7 +260,9 @@ class _OrtVision:
         files = manifest["vision"]["files"]
         gpu = providers[0] != "CPUExecutionProvider"
         name = files["fp16"] if gpu and "fp16" in files else files["fp32"]  # FP16 kernels only pay off on a GPU
-        self.session = ort.InferenceSession(str(root / name), providers=providers)
+        if providers[0] == "TensorrtExecutionProvider":
+            name = files["fp32"]  # the TensorRT provider applies FP16 itself (trt_fp16_enable) to the FP32 graph
+        self.session = ort.InferenceSession(str(root / name), providers=vision_providers(providers, manifest))
 
     def run(self, feeds):
         tokens, positions = self.session.run(["kept_tokens", "kept_positions"], feeds)

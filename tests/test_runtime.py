@@ -212,3 +212,17 @@ def test_cli_runs_a_bundle_with_streaming(bundles):
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 2 and "built for keep=64, not keep=32" in proc.stderr
+
+
+def test_provider_choice_and_options(bundles):
+    from adafv.runtime.pipeline import best_providers, decoder_providers, vision_providers
+
+    offered = ["CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider", "AzureExecutionProvider"]
+    assert best_providers(offered) == ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert best_providers(["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+    assert decoder_providers(best_providers(offered)) == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    manifest = Pipeline.load(bundles[("tiny-llava", "exact", "fp32")]).manifest
+    trt, cuda, cpu = vision_providers(best_providers(offered), manifest)
+    assert trt[0] == "TensorrtExecutionProvider" and trt[1]["trt_engine_cache_enable"] is True
+    assert trt[1]["trt_fp16_enable"] is False and manifest["build_key"] in trt[1]["trt_engine_cache_path"]
+    assert (cuda, cpu) == ("CUDAExecutionProvider", "CPUExecutionProvider")
