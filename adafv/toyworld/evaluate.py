@@ -2,13 +2,15 @@
 
     .venv/bin/python -m adafv.toyworld.evaluate                  # 600 questions, all methods, keep 50/25/10/5 %
     .venv/bin/python -m adafv.toyworld.evaluate --card           # ... and write the table into the model card
+    .venv/bin/python -m adafv.toyworld.evaluate --card --readme README.md   # ... and into the repo's README
 
 It runs what users run: `adafv.pipeline.Reference` (the model's own processor, adafv's vision module, greedy
 generation with `inputs_embeds`), `adafv.select.select` and `adafv.vision.reading_order`; `full` feeds the stock
 transformers image features (`Reference.stock_image_features`). The vision side (tokens (N, P, D), saliency (N, P))
 and the relevance (N*P,) are computed once per question and reused by every method and keep. `keep` is a fraction of
 each sample's own visual tokens N*P (rounded, at least 1). An answer is right when the generated text equals the
-one-word answer. `random` draws its positions with the question's index as seed.
+one-word answer. `random` draws its positions with the question's index as seed. With `full`, a `blind` row is
+added: the most common answer of each question kind and size, the score of a model that never looks.
 
 Besides accuracy, it reports how much of the object a question is about each selection keeps ("target coverage":
 the share of the target object's patches, over all crops, among the kept positions) and where the saliency cue
@@ -18,6 +20,8 @@ looks (its mass on the large object's patches in the base view).
 from __future__ import annotations
 
 import argparse
+import collections
+import functools
 import json
 import sys
 import time
@@ -40,6 +44,17 @@ LABELS = {
     "random": "random",
 }
 METRICS_FILE = "metrics.json"
+
+
+@functools.cache
+def blind_answers(samples: int = 1000) -> dict[tuple[str, str], str]:
+    """The answer a model that never looks at the image would give: the most common answer of each (kind, size)
+    over `samples` training samples (seeds 0 ..). The floor every method's accuracy should be read against."""
+    counts: dict[tuple[str, str], collections.Counter] = collections.defaultdict(collections.Counter)
+    for seed in range(samples):
+        _, question = scenes.sample(seed)
+        counts[(question.kind, question.size)][question.answer] += 1
+    return {key: c.most_common(1)[0][0] for key, c in counts.items()}
 
 
 def keep_for(percent: float, num_tokens: int) -> int:
@@ -106,6 +121,7 @@ def measure(
                 record["large_area_base"] = float(large[:P].float().mean())
             if "full" in methods:
                 record["answers"]["full"] = answer(reference.stock_image_features(prepared))
+                record["answers"]["blind"] = blind_answers().get((question.kind, question.size), "")
             for method in methods:
                 if method == "full":
                     continue
@@ -178,6 +194,10 @@ def markdown(summary: dict, methods=METHODS, keeps=KEEPS) -> str:
         "| method | all tokens | " + " | ".join(f"keep {k}%" for k in keeps) + " |",
         "|---" * (2 + len(keeps)) + "|",
     ]
+    if "blind" in acc:
+        lines.append(
+            f"| blind: no image, most common answer per question kind | {_cell(acc['blind'])} |" + " – |" * len(keeps)
+        )
     for method in methods:
         if method == "full":
             lines.append(f"| {LABELS[method]} | {_cell(acc.get('full'))} |" + " – |" * len(keeps))
@@ -225,6 +245,23 @@ def write_card(model_dir: Path, table: str, summary: dict, command: str) -> None
     (model_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
 
 
+README_BEGIN, README_END = "<!-- toyworld:begin -->", "<!-- toyworld:end -->"
+
+
+def write_readme(readme: Path, table: str, command: str, seconds: float) -> bool:
+    """Put the table and its command between the README's toyworld markers; False when the markers are missing."""
+    text = readme.read_text() if readme.is_file() else ""
+    if README_BEGIN not in text or README_END not in text:
+        return False
+    head, rest = text.split(README_BEGIN, 1)
+    tail = rest.split(README_END, 1)[1]
+    minutes = max(1, round(seconds / 60))
+    how = f"Reproduce (about {minutes} min on 2 CPU cores):\n\n```bash\n{command}\n```"
+    body = f"{README_BEGIN}\n{table}\n\n{how}\n{README_END}"
+    readme.write_text(head + body + tail)
+    return True
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m adafv.toyworld.evaluate", description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="toyworld-llava-next", help="registered name or checkpoint directory")
@@ -233,11 +270,14 @@ def main(argv=None) -> int:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--keeps", nargs="+", type=float, default=list(KEEPS), help="percent of visual tokens")
     parser.add_argument("--card", action="store_true", help="write the table into the model card and metrics.json")
+    parser.add_argument("--readme", default=None, help="with --card: also put the table into this README's markers")
     parser.add_argument("--json", default=None, help="write every answer and the summary to this file")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     keeps = [int(k) if float(k).is_integer() else k for k in args.keeps]
+    if args.readme and not args.card:
+        parser.error("--readme needs --card (the README shows the card's full measurement)")
     if args.card and (args.questions < 500 or args.start != 0 or set(args.methods) != set(METHODS)):
         parser.error("--card needs the whole measurement: --questions >= 500, --start 0, every method")
 
@@ -260,6 +300,10 @@ def main(argv=None) -> int:
         )
         write_card(model_dir, table, summary, command.strip())
         print(f"wrote {model_dir / 'README.md'} and {model_dir / METRICS_FILE}", file=sys.stderr)
+        if args.readme:
+            if not write_readme(Path(args.readme), table, command.strip(), summary["seconds"]):
+                parser.error(f"{args.readme} has no {README_BEGIN} ... {README_END} markers")
+            print(f"wrote {args.readme}", file=sys.stderr)
     return 0
 
 

@@ -11,18 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..tiny import CHAT_TEMPLATE, SPECIAL_TOKENS  # LLaVA's `USER: <image>\n... ASSISTANT:` template
 from .scenes import CROP, PATCH, PINPOINTS, WORDS
 
-SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", "<image>"]
-# renders `USER: <image>\n{question} ASSISTANT:` (with add_generation_prompt), like adafv/tiny.py
-CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{% if message['role'] == 'user' %}USER: "
-    "{% for c in message['content'] %}{% if c['type'] == 'image' %}<image>\n"
-    "{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}"
-    "{% else %} ASSISTANT: {% for c in message['content'] %}{{ c['text'] }}{% endfor %}</s>{% endif %}"
-    "{% endfor %}{% if add_generation_prompt %} ASSISTANT:{% endif %}"
-)
 VISION = dict(hidden_size=96, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4)
 TEXT = dict(hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4)
 

@@ -2,10 +2,11 @@
 
 A scene is an RGB image whose aspect ratio makes LLaVA-NeXT's anyres pick one of its five grids of 64-px crops
 (1x2, 2x1, 2x2, 3x1, 1x3), over a textured background with muted clutter (stripes, blotches, noise, lines, specks).
-On it: one **large** salient object (the distractor a [CLS] token looks at) and 3-6 **small** objects, each a shape
-(circle, square, triangle, cross) x a saturated colour (red, green, blue, yellow, purple) x a position. Small objects
-are ~11-15 px in the high-resolution crops (about 1.5-2 patches of 8 px) but only ~4-7 px in the base view, where
-their shape is hard to make out. No two small objects share a (colour, shape) pair; each small object lies fully
+On it: one **large** salient object (the distractor a [CLS] token looks at; 58-68% of the shorter side) and up to 6
+**small** objects, each a shape (circle, square, triangle, cross) x a saturated colour (red, green, blue, yellow,
+purple) x a position. Small objects are 18-24 px across in the high-resolution crops (2-3 patches of 8 px: the
+smallest size at which our 4-layer tower learns their shape in minutes; at 11-15 px it stayed near chance) but only
+about 6-12 px in the base view. No two small objects share a (colour, shape) pair; each small object lies fully
 inside one quadrant.
 
 Questions have one-word answers and record the size of the object they are about (`small` or `large`):
@@ -47,6 +48,8 @@ SIZES = ("small", "large")
 KINDS = ("color", "exist", "position", "count")
 HELDOUT_SEED = 1_000_000_000  # held-out seeds are HELDOUT_SEED + i; training seeds stay below
 DESCRIBE = "Describe the picture."
+SMALL_DIAMETER = (18.0, 24.0)  # small objects, in pixels of a high-resolution crop
+CLUTTER = (8, 25)  # number of clutter items: [low, high)
 SMALL_FRACTION = 0.6  # P(small) for colour / exist / position questions; count questions are always small
 
 # every word the questions, answers and descriptions use (the tokenizer's vocabulary, after the special tokens)
@@ -182,7 +185,7 @@ def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray
 
 def _clutter(rng: np.random.Generator, draw: ImageDraw.ImageDraw, height: int, width: int, f: int) -> None:
     """Muted lines and specks, drawn on the supersampled canvas (factor f)."""
-    for _ in range(int(rng.integers(15, 46))):
+    for _ in range(int(rng.integers(*CLUTTER))):
         colour = _muted(rng, 35, 225)
         x, y = rng.uniform(0, width), rng.uniform(0, height)
         if rng.random() < 0.55:
@@ -230,7 +233,7 @@ def make_scene(seed: int) -> Scene:
     height, width, grid, scale = _image_size(rng)
 
     # the large salient object: about half the shorter side, its centre clearly inside one quadrant
-    d_large = rng.uniform(0.5, 0.65) * min(height, width)
+    d_large = rng.uniform(0.58, 0.68) * min(height, width)
     r_large = d_large / 2
     x, y = _place(rng, width, height, r_large, [], lambda r, side: 0.08 * side)
     large = Obj(rng.choice(SHAPES), rng.choice(list(COLORS)), "large", x, y, d_large, quadrant(x, y, width, height))
@@ -241,7 +244,7 @@ def make_scene(seed: int) -> Scene:
     pairs = [(c, s) for c in COLORS for s in SHAPES]
     rng.shuffle(pairs)
     for colour, shape in pairs[: rng.randint(3, 6)]:
-        d = rng.uniform(11, 15) * scale
+        d = rng.uniform(*SMALL_DIAMETER) * scale
         spot = _place(rng, width, height, d / 2, taken, lambda r, side: r + 2)
         if spot is None:
             continue
@@ -273,6 +276,8 @@ def _ask(scene: Scene, rng: random.Random, kind: str, size: str) -> Question | N
     """One question of a kind about objects of a size, or None when the scene offers none."""
     objs = scene.objects
     small = list(range(1, len(objs)))
+    if size == "small" and not small and kind != "count":
+        return None  # a rare scene whose small objects found no room
     if kind == "count":
         shape = rng.choice(SHAPES)
         which = tuple(i for i in small if objs[i].shape == shape)
@@ -305,22 +310,23 @@ def _ask(scene: Scene, rng: random.Random, kind: str, size: str) -> Question | N
     return Question(f"Is there a {size} {colour} {shape}?", "no", kind, size, ())
 
 
-def ask(scene: Scene, rng: random.Random) -> Question:
-    """One question drawn from the question distribution: kind uniform; count always small, the rest small with
-    probability SMALL_FRACTION."""
+def ask(scene: Scene, rng: random.Random, kinds=KINDS, small_fraction: float = SMALL_FRACTION) -> Question:
+    """One question drawn from the question distribution: kind uniform over `kinds`; count always small, the rest
+    small with probability `small_fraction`."""
     while True:
-        kind = rng.choice(KINDS)
-        size = "small" if kind == "count" or rng.random() < SMALL_FRACTION else "large"
+        kind = rng.choice(kinds)
+        size = "small" if kind == "count" or rng.random() < small_fraction else "large"
         q = _ask(scene, rng, kind, size)
         if q is not None:
             return q
 
 
-def questions(scene: Scene, rng: random.Random, n: int) -> list[Question]:
-    """Up to n distinct questions about one scene (for multi-turn training conversations)."""
+def questions(scene: Scene, rng: random.Random, n: int, **distribution) -> list[Question]:
+    """Up to n distinct questions about one scene (for multi-turn training conversations); `distribution` goes to
+    `ask` (kinds, small_fraction)."""
     out: list[Question] = []
     for _ in range(4 * n):
-        q = ask(scene, rng)
+        q = ask(scene, rng, **distribution)
         if all(q.text != o.text for o in out):
             out.append(q)
         if len(out) == n:

@@ -47,17 +47,20 @@ class Settings:
     """Everything that determines the trained weights."""
 
     seed: int = 0
-    batch: int = 16  # scenes per step (tower: all their crops)
-    tower_steps: int = 700
-    tower_lr: float = 2e-3
-    stage0_steps: int = 500
+    tower_batch: int = 16  # scenes per tower step (all their crops: 48-96 crops)
+    tower_steps: int = 1500
+    tower_lr: float = 1e-3
+    batch: int = 8  # conversations per step in stages 0-2 (small batches, many steps: a small LM learns faster so)
+    stage0_steps: int = 1500
     stage0_lr: float = 2e-3
     stage1_steps: int = 500
     stage1_lr: float = 2e-3
-    stage2_steps: int = 1500
+    stage2_steps: int = 3000
     stage2_lr: float = 1e-3
-    turns: int = 4  # questions per conversation (stages 0 and 2)
-    warmup: int = 50
+    turns: int = 12  # questions per conversation (stages 0 and 2): more answers per step for the same visual tokens
+    describe_share: float = 0.2  # stage 2: share of conversations that ask for the description (LLaVA mixes them)
+    large_first: float = 0.1  # stage 2 curriculum: this share of the steps asks about the large object only
+    warmup: int = 100
     threads: int = 2
     vision: dict = dataclasses.field(default_factory=dict)  # overrides of model.VISION
     text: dict = dataclasses.field(default_factory=dict)  # overrides of model.TEXT
@@ -82,8 +85,9 @@ def crops(processor, images) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
     return pixel_values, out["image_sizes"], counts
 
 
-def patch_objects(processor, batch: list[scenes.Scene], counts: list[int]) -> torch.Tensor:
-    """Which object covers each patch of each crop: (M, P) int, 0 = none, i + 1 = objects[i] of its scene.
+def patch_objects(processor, batch: list[scenes.Scene], counts: list[int], with_share: bool = False):
+    """Which object covers each patch of each crop: (M, P) int, 0 = none, i + 1 = objects[i] of its scene; with
+    `with_share`, also the share of the patch's pixels that object covers, (M, P) float.
 
     The label maps go through the processor's own geometry (resize, pad, crop) with nearest resampling; a patch
     belongs to the object that covers most of its pixels if that is at least 1/8 of them."""
@@ -101,7 +105,8 @@ def patch_objects(processor, batch: list[scenes.Scene], counts: list[int]) -> to
     count = F.one_hot(lab, 8).sum(2)  # (M, P, 8) pixels per object id
     count[..., 0] = 0
     most, which = count.max(-1)  # (M, P)
-    return torch.where(most * 8 >= scenes.PATCH**2, which, 0)  # (M, P)
+    which = torch.where(most * 8 >= scenes.PATCH**2, which, 0)  # (M, P)
+    return (which, most / scenes.PATCH**2) if with_share else which
 
 
 COLOR_ID = {c: i + 1 for i, c in enumerate(scenes.COLORS)}
@@ -228,8 +233,41 @@ def answer_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return float((pred[real] == target[real]).float().mean()) if real.any() else 0.0
 
 
+def sincos_2d(side: int, dim: int) -> torch.Tensor:
+    """2-D sine-cosine position embeddings (MAE's): (side*side, dim), raster order."""
+    y, x = torch.meshgrid(
+        torch.arange(side, dtype=torch.float32), torch.arange(side, dtype=torch.float32), indexing="ij"
+    )
+    omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float32) / (dim // 4))  # (dim/4,)
+    x, y = x.flatten()[:, None] * omega, y.flatten()[:, None] * omega  # (side*side, dim/4) each
+    return torch.cat([x.sin(), x.cos(), y.sin(), y.cos()], dim=1)  # (side*side, dim)
+
+
+def init_tower(tower, generator: torch.Generator) -> None:
+    """Initialise the tower so that a ViT learns shapes from a few thousand steps instead of epochs: 2-D sin-cos
+    patch position embeddings, and "mimetic" attention (Trockman & Kolter, 2023): W_q, W_k near the identity (so
+    the attention of a patch starts on its neighbours, through the position embeddings) and W_v, W_o near +/- the
+    identity (each layer starts as a local high-pass filter: edges). Only the initial values change."""
+    C = tower.config.hidden_size
+    side = tower.config.image_size // tower.config.patch_size
+    eye = torch.eye(C)
+    with torch.no_grad():
+        tower.embeddings.position_embedding.weight[1:] = sincos_2d(side, C)
+        for layer in tower.encoder.layers:
+            attn = layer.self_attn
+            for proj, scale in (
+                (attn.q_proj, 1.0),
+                (attn.k_proj, 1.0),
+                (attn.v_proj, 0.5**0.5),
+                (attn.out_proj, -(0.5**0.5)),
+            ):
+                noise = torch.randn(proj.weight.shape, generator=generator) * 0.01
+                proj.weight.copy_(scale * eye + noise)
+
+
 def pretrain_tower(model, processor, settings: Settings, progress) -> dict:
     tower = model.model.vision_tower
+    init_tower(tower, torch.Generator().manual_seed(settings.seed))
     C = model.config.vision_config.hidden_size
     n_col, n_shape = len(scenes.COLORS) + 1, len(scenes.SHAPES) + 1
     dense = nn.Sequential(nn.LayerNorm(C), nn.Linear(C, n_col + n_shape + 3))
@@ -238,9 +276,9 @@ def pretrain_tower(model, processor, settings: Settings, progress) -> dict:
     layer = model.config.vision_feature_layer
 
     def step():
-        batch = [scenes.make_scene(next(stream)) for _ in range(settings.batch)]
+        batch = [scenes.make_scene(next(stream)) for _ in range(settings.tower_batch)]
         pixel_values, _, counts = crops(processor, [s.image for s in batch])  # (M, 3, S, S)
-        which = patch_objects(processor, batch, counts)  # (M, P)
+        which, share = patch_objects(processor, batch, counts, with_share=True)  # (M, P) each
         table = attribute_table(batch, counts)  # (M, 8, 3)
         target = torch.gather(table, 1, which[..., None].expand(-1, -1, 3))  # (M, P, 3)
         large = (which == 1).sum(-1) * 16 >= which.shape[1]  # (M,) crop shows the large object (>= 1/16)
@@ -251,17 +289,21 @@ def pretrain_tower(model, processor, settings: Settings, progress) -> dict:
         weight = torch.where(which > 0, 4.0, 1.0).flatten()  # object patches count 4x
         loss = 0.0
         acc = []
+        small = target[..., 2].flatten() == 1  # (M*P,) patches of small objects (>= 1/8 covered)
+        core = small & (share.flatten() >= 0.5)  # (M*P,) ... at least half covered
         for k, (a, b) in enumerate([(0, n_col), (n_col, n_col + n_shape), (n_col + n_shape, n_col + n_shape + 3)]):
             part = logits[..., a:b].flatten(0, 1)  # (M*P, classes)
             y = target[..., k].flatten()
             loss = loss + (F.cross_entropy(part, y, reduction="none") * weight).sum() / weight.sum()
-            on = y > 0
-            acc.append(float((part[on].argmax(-1) == y[on]).float().mean()) if on.any() else 0.0)
+            acc.append(float((part[small].argmax(-1) == y[small]).float().mean()) if small.any() else 0.0)
+            if k == 1:
+                acc.append(float((part[core].argmax(-1) == y[core]).float().mean()) if core.any() else 0.0)
         cls_logits = cls_head(out.pooler_output)  # (M, n_col + n_shape)
         loss = loss + F.cross_entropy(cls_logits[:, :n_col], cls_target[:, 0])
         loss = loss + F.cross_entropy(cls_logits[:, n_col:], cls_target[:, 1])
         cls_acc = float((cls_logits[:, :n_col].argmax(-1) == cls_target[:, 0]).float().mean())
-        return loss, {"obj_color": acc[0], "obj_shape": acc[1], "cls_color": cls_acc}
+        metrics = {"small_color": acc[0], "small_shape": acc[1], "small_shape_core": acc[2], "small_size": acc[3]}
+        return loss, {**metrics, "cls_color": cls_acc}
 
     params = list(tower.parameters()) + list(dense.parameters()) + list(cls_head.parameters())
     return run_loop("tower", params, settings.tower_steps, settings.tower_lr, settings, step, progress)
@@ -285,35 +327,52 @@ def stage0(model, processor, settings: Settings, progress) -> dict:
             rows.append((pre, embed(torch.tensor(desc)), torch.tensor(desc), post, labels))
         inputs, mask, labels = collate(embed, rows)
         out = model(inputs_embeds=inputs, attention_mask=mask, labels=labels)
-        return out.loss, {"answer_acc": answer_accuracy(out.logits, labels)}
+        answers = labels.clone()  # (B, L) the answers only: the description's own tokens are not answers
+        for b, (pre, middle, *_rest) in enumerate(rows):
+            answers[b, : len(pre) + middle.shape[0]] = IGNORE
+        return out.loss, {"answer_acc": answer_accuracy(out.logits, answers)}
 
     return run_loop("stage 0 (LLM, text)", model.parameters(), settings.stage0_steps, settings.stage0_lr, settings,
                     step, progress)  # fmt: skip
 
 
-def _image_stage(name: str, model, processor, settings: Settings, progress, steps: int, lr: float, describe: bool):
+def _image_stage(name: str, model, processor, settings: Settings, progress, steps: int, lr: float, describe: float):
+    """Stages 1 and 2: conversations about the image; a share `describe` of them is `Describe the picture.` ->
+    description, the rest are `turns` questions (the first `large_first` share of the steps about the large object
+    only: it is the easiest to find, and the LLM learns to look at the image on it first). Stage 1 (describe = 1)
+    trains the projector and newline only."""
     stream = seed_stream(settings, name)
     qrng = random.Random(f"{settings.seed}:{name}:questions")
     embed = model.get_input_embeddings()
+    done = [0]
+    warm = round(settings.large_first * steps) if describe < 1 else 0
+    large_only = dict(kinds=("color", "exist", "position"), small_fraction=0.0)
 
     def step():
         batch = [scenes.make_scene(next(stream)) for _ in range(settings.batch)]
         pixel_values, image_sizes, counts = crops(processor, [s.image for s in batch])
         visual = visual_features(model, pixel_values, image_sizes, counts)  # list of (n_i, D)
-        rows = []
+        rows, is_qa = [], []
+        distribution = large_only if done[0] < warm else {}
+        done[0] += 1
         for s, v in zip(batch, visual):
-            if describe:
+            if qrng.random() < describe:
                 turns = [(scenes.DESCRIBE, s.description())]
             else:
-                turns = [(q.text, q.answer) for q in scenes.questions(s, qrng, settings.turns)]
+                turns = [(q.text, q.answer) for q in scenes.questions(s, qrng, settings.turns, **distribution)]
+            is_qa.append(turns[0][0] != scenes.DESCRIBE)
             pre, post, labels = render(processor, turns)
             rows.append((pre, v, torch.full((v.shape[0],), IGNORE), post, labels))
         inputs, mask, labels = collate(embed, rows)
         out = model(inputs_embeds=inputs, attention_mask=mask, labels=labels)
-        return out.loss, {"answer_acc": answer_accuracy(out.logits, labels)}
+        qa = torch.tensor(is_qa)
+        metrics = {"token_acc": answer_accuracy(out.logits, labels)}
+        if describe < 1 and qa.any():
+            metrics["answer_acc"] = answer_accuracy(out.logits[qa], labels[qa])
+        return out.loss, metrics
 
     trainable = [model.model.multi_modal_projector.parameters(), [model.model.image_newline]]
-    if not describe:
+    if describe < 1:
         trainable.append(model.model.language_model.parameters())
         trainable.append(model.lm_head.parameters())
     params = [p for group in trainable for p in group]
@@ -354,7 +413,7 @@ def train(settings: Settings, out_dir: str | Path | None = None, progress: bool 
             report["stages"]["stage0"] = stage0(model, processor, settings, bar)
             freeze(model, tower=True, llm=True)
             report["stages"]["stage1"] = _image_stage(
-                "stage 1 (projector)", model, processor, settings, bar, settings.stage1_steps, settings.stage1_lr, True
+                "stage 1 (projector)", model, processor, settings, bar, settings.stage1_steps, settings.stage1_lr, 1.0
             )
             freeze(model, tower=True, llm=False)
             report["stages"]["stage2"] = _image_stage(
@@ -365,7 +424,7 @@ def train(settings: Settings, out_dir: str | Path | None = None, progress: bool 
                 bar,
                 settings.stage2_steps,
                 settings.stage2_lr,
-                False,
+                settings.describe_share,
             )
     report["seconds"] = round(time.perf_counter() - t0, 1)
     for p in model.parameters():
@@ -399,7 +458,7 @@ def write_card(out: Path, report: dict) -> Path:
         f"- parameters: {report['parameters']:,} ({size_mb:.1f} MB of float32 safetensors)",
         f"- tower: {s['vision'] or 'defaults'}; LLM: {s['text'] or 'defaults'} (see `config.json`)",
         f"- training: {report['seconds'] / 60:.1f} min on {s['threads']} CPU threads, seed {s['seed']}, "
-        f"batch {s['batch']} scenes",
+        f"batch {s['tower_batch']} scenes (tower), {s['batch']} conversations of {s['turns']} questions (stages 0-2)",
         "",
         "## Training (`python -m adafv.toyworld.train`)",
         "",
