@@ -15,7 +15,7 @@ from adafv.models import REGISTRY
 
 DEFAULT_MODEL = "tiny-llava-next"
 TOYWORLD = "toyworld-llava-next"
-DEMO_SAMPLE = 3  # held-out toy-world sample shown by the demo (scene seed HELDOUT_SEED + 3: a small-object question)
+DEMO_SAMPLE = 30  # held-out sample HELDOUT_SEED + 30: "What color is the small cross?" (a small object; answered right)
 DEMO_KEEP = 64  # visual tokens kept by AdaFV: 20-33% of the 192-320 a toy-world scene has
 
 

@@ -10,7 +10,9 @@ transformers image features (`Reference.stock_image_features`). The vision side 
 and the relevance (N*P,) are computed once per question and reused by every method and keep. `keep` is a fraction of
 each sample's own visual tokens N*P (rounded, at least 1). An answer is right when the generated text equals the
 one-word answer. `random` draws its positions with the question's index as seed. With `full`, a `blind` row is
-added: the most common answer of each question kind and size, the score of a model that never looks.
+added: the most common answer of each question kind and size, the score of a model that never looks; and a
+`layout` row: every token, but laid out as the reduced sequences are (reading order, no unpadding, no newline
+tokens), which separates the cost of the layout from the cost of dropping tokens.
 
 Besides accuracy, it reports how much of the object a question is about each selection keeps ("target coverage":
 the share of the target object's patches, over all crops, among the kept positions) and where the saliency cue
@@ -122,6 +124,10 @@ def measure(
             if "full" in methods:
                 record["answers"]["full"] = answer(reference.stock_image_features(prepared))
                 record["answers"]["blind"] = blind_answers().get((question.kind, question.size), "")
+                every = torch.arange(N * P)[None]  # (1, N*P): keep everything, but in the reduced sequences' layout
+                record["answers"]["layout"] = answer(
+                    flat.index_select(0, reading_order(every, side, prepared.grid[1])[0])
+                )
             for method in methods:
                 if method == "full":
                     continue
@@ -157,6 +163,8 @@ def summarize(records: list[dict]) -> dict:
             row[size] = _mean(ok for r, ok in right if r["size"] == size)
         for kind in scenes.KINDS:
             row[kind] = _mean(ok for r, ok in right if r["kind"] == kind)
+            for size in scenes.SIZES:
+                row[f"{kind}/{size}"] = _mean(ok for r, ok in right if r["kind"] == kind and r["size"] == size)
         cover = [r["coverage"][key] for r in records if key in r["coverage"]]
         if cover:
             row["target_coverage"] = _mean(cover)
@@ -177,33 +185,75 @@ def summarize(records: list[dict]) -> dict:
     return out
 
 
-def _cell(row: dict | None) -> str:
+def _cell(row: dict | None, kind: str | None = None) -> str:
+    """`all (small / large)` of one row, over every question or over one kind's."""
     if row is None:
         return "–"
-    return f"{row['all']:.1f} ({row['small']:.1f} / {row['large']:.1f})"
+    keys = ("all", "small", "large") if kind is None else (kind, f"{kind}/small", f"{kind}/large")
+    whole, small, large = (f"{row[k]:.1f}" if row.get(k) is not None else "–" for k in keys)
+    return f"{whole} ({small} / {large})"
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1f}"
+
+
+REFERENCE_ROWS = {
+    "blind": "blind: no image, most common answer per question kind",
+    "layout": "all tokens in the reduced layout (reading order, no newline tokens)",
+}
+
+
+def _accuracy_rows(acc: dict, methods, keeps, kind: str | None = None) -> list[str]:
+    """Rows of the method x keep table (references and full in the `all tokens` column)."""
+    dashes = " – |" * len(keeps)
+    lines = [
+        "| method | all tokens | " + " | ".join(f"keep {k}%" for k in keeps) + " |",
+        "|---" * (2 + len(keeps)) + "|",
+    ]
+    if "blind" in acc:
+        lines.append(f"| {REFERENCE_ROWS['blind']} | {_cell(acc['blind'], kind)} |" + dashes)
+    for method in methods:
+        if method == "full":
+            lines.append(f"| {LABELS[method]} | {_cell(acc.get('full'), kind)} |" + dashes)
+            if "layout" in acc:
+                lines.append(f"| {REFERENCE_ROWS['layout']} | {_cell(acc['layout'], kind)} |" + dashes)
+        else:
+            cells = " | ".join(_cell(acc.get(f"{method}@{k}"), kind) for k in keeps)
+            lines.append(f"| {LABELS[method]} | – | {cells} |")
+    return lines
 
 
 def markdown(summary: dict, methods=METHODS, keeps=KEEPS) -> str:
-    """The accuracy-vs-keep table: one row per method, cells `all (small / large)` in %."""
+    """The accuracy-vs-keep table (cells `all (small / large)` in %), the same table for colour questions, the
+    accuracy by question kind, the target coverage and where the saliency looks."""
     acc = summary["accuracy"]
     lines = [
         f"Accuracy (%) on {summary['questions']} held-out questions ({summary['small']} about small objects, "
         f"{summary['large']} about the large one); cells: all (small / large). `keep` is a share of each image's "
         f"N*P visual tokens (mean N*P = {summary['mean_visual_tokens']:.0f}).",
         "",
-        "| method | all tokens | " + " | ".join(f"keep {k}%" for k in keeps) + " |",
-        "|---" * (2 + len(keeps)) + "|",
+        *_accuracy_rows(acc, methods, keeps),
     ]
-    if "blind" in acc:
-        lines.append(
-            f"| blind: no image, most common answer per question kind | {_cell(acc['blind'])} |" + " – |" * len(keeps)
-        )
-    for method in methods:
-        if method == "full":
-            lines.append(f"| {LABELS[method]} | {_cell(acc.get('full'))} |" + " – |" * len(keeps))
-        else:
-            cells = " | ".join(_cell(acc.get(f"{method}@{k}")) for k in keeps)
-            lines.append(f"| {LABELS[method]} | – | {cells} |")
+    rows = [k for k in ("blind", "full", "layout") if k in acc]
+    rows += [f"{m}@{k}" for m in methods if m != "full" for k in dict.fromkeys((keeps[0], keeps[-1])) if keeps]
+    rows = [k for k in rows if k in acc]
+    if rows:
+        lines += [
+            "",
+            "By question kind (%), at the largest and the smallest keep:",
+            "",
+            "| | " + " | ".join(scenes.KINDS) + " |",
+            "|---" * (1 + len(scenes.KINDS)) + "|",
+        ]
+        for key in rows:
+            label = (
+                REFERENCE_ROWS.get(key) or LABELS.get(key) or f"{LABELS[key.split('@')[0]]}, keep {key.split('@')[1]}%"
+            )
+            lines.append(f"| {label} | " + " | ".join(_pct(acc[key].get(kind)) for kind in scenes.KINDS) + " |")
+    if "full" in methods and len(keeps):
+        lines += ["", "Colour questions only (%): cells: all (small / large).", ""]
+        lines += _accuracy_rows(acc, methods, keeps, kind="color")
     cover = [m for m in methods if m != "full" and "target_coverage" in acc.get(f"{m}@{keeps[0]}", {})]
     if cover:
         lines += [
