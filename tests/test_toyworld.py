@@ -103,9 +103,6 @@ def test_stock_features_in_training_equal_the_pipeline(tmp_path):
         torch.testing.assert_close(features, stock, rtol=1e-5, atol=1e-5)
 
 
-shipped = pytest.mark.skipif(not (MODEL_DIR / "config.json").is_file(), reason="toyworld model not trained yet")
-
-
 @pytest.fixture(scope="module")
 def toyworld():
     from adafv.pipeline import Reference
@@ -113,7 +110,6 @@ def toyworld():
     return Reference.load("toyworld-llava-next")
 
 
-@shipped
 def test_shipped_model_loads_offline_and_is_small(toyworld):
     assert Path(toyworld.loaded.spec.source) == MODEL_DIR
     assert (MODEL_DIR / "model.safetensors").stat().st_size < 8_000_000
@@ -121,7 +117,6 @@ def test_shipped_model_loads_offline_and_is_small(toyworld):
     assert toyworld.processor.num_additional_image_tokens == 1
 
 
-@shipped
 def test_shipped_model_full_accuracy_is_what_the_card_states(toyworld):
     from adafv.toyworld.evaluate import measure, summarize
 
@@ -134,7 +129,6 @@ def test_shipped_model_full_accuracy_is_what_the_card_states(toyworld):
     assert abs(measured["small"] - metrics["accuracy"]["full"]["small"]) <= 1.0
 
 
-@shipped
 def test_readme_shows_the_cards_measurement():
     """The README's toy-world table is the card's (both written by `evaluate --card --readme README.md`)."""
     from adafv.toyworld.evaluate import README_BEGIN, README_END
@@ -150,7 +144,6 @@ def test_readme_shows_the_cards_measurement():
     assert metrics["questions"] >= 500 and f"{metrics['accuracy']['full']['all']:.1f}" in readme_table
 
 
-@shipped
 def test_measurement_command_runs_on_a_subset(tmp_path, capsys):
     from adafv.toyworld.evaluate import main
 
@@ -167,7 +160,6 @@ def test_measurement_command_runs_on_a_subset(tmp_path, capsys):
     assert 0 <= acc["adafv@10"]["all"] <= 100 and acc["adafv@10"]["small"] is not None
 
 
-@shipped
 def test_cli_run_and_demo_answer_a_generated_scene(tmp_path, capsys):
     from adafv.cli.demo import run_demo
     from adafv.cli.main import main

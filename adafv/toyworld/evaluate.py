@@ -25,6 +25,7 @@ import argparse
 import collections
 import functools
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -204,6 +205,14 @@ REFERENCE_ROWS = {
 }
 
 
+def _label(key: str) -> str:
+    """The row label of a summary key: a reference, `full`, or `method@percent`."""
+    if key in REFERENCE_ROWS or key in LABELS:
+        return REFERENCE_ROWS.get(key) or LABELS[key]
+    method, percent = key.split("@")
+    return f"{LABELS[method]}, keep {percent}%"
+
+
 def _accuracy_rows(acc: dict, methods, keeps, kind: str | None = None) -> list[str]:
     """Rows of the method x keep table (references and full in the `all tokens` column)."""
     dashes = " – |" * len(keeps)
@@ -235,9 +244,8 @@ def markdown(summary: dict, methods=METHODS, keeps=KEEPS) -> str:
         "",
         *_accuracy_rows(acc, methods, keeps),
     ]
-    rows = [k for k in ("blind", "full", "layout") if k in acc]
-    rows += [f"{m}@{k}" for m in methods if m != "full" for k in dict.fromkeys((keeps[0], keeps[-1])) if keeps]
-    rows = [k for k in rows if k in acc]
+    ends = list(dict.fromkeys((keeps[0], keeps[-1]))) if keeps else []
+    rows = [k for k in ("blind", "full", "layout", *(f"{m}@{k}" for m in methods for k in ends)) if k in acc]
     if rows:
         lines += [
             "",
@@ -247,10 +255,7 @@ def markdown(summary: dict, methods=METHODS, keeps=KEEPS) -> str:
             "|---" * (1 + len(scenes.KINDS)) + "|",
         ]
         for key in rows:
-            label = (
-                REFERENCE_ROWS.get(key) or LABELS.get(key) or f"{LABELS[key.split('@')[0]]}, keep {key.split('@')[1]}%"
-            )
-            lines.append(f"| {label} | " + " | ".join(_pct(acc[key].get(kind)) for kind in scenes.KINDS) + " |")
+            lines.append(f"| {_label(key)} | " + " | ".join(_pct(acc[key].get(kind)) for kind in scenes.KINDS) + " |")
     if "full" in methods and len(keeps):
         lines += ["", "Colour questions only (%): cells: all (small / large).", ""]
         lines += _accuracy_rows(acc, methods, keeps, kind="color")
@@ -279,20 +284,31 @@ def markdown(summary: dict, methods=METHODS, keeps=KEEPS) -> str:
     return "\n".join(lines)
 
 
+def _splice(text: str, begin: str, end: str, body: str) -> str | None:
+    """`text` with everything between the markers `begin` and `end` replaced by `body`; None without markers."""
+    if begin not in text or end not in text:
+        return None
+    head, rest = text.split(begin, 1)
+    return f"{head}{begin}\n{body}\n{end}{rest.split(end, 1)[1]}"
+
+
+def _write(path: Path, text: str) -> None:
+    """Write through a temp file and a rename: a reader never sees half a card or README."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def write_card(model_dir: Path, table: str, summary: dict, command: str) -> None:
     """Put the table between the card's result markers and the numbers into metrics.json next to the weights."""
     from .train import RESULTS_BEGIN, RESULTS_END
 
     card = model_dir / "README.md"
-    text = card.read_text() if card.is_file() else f"# {model_dir.name}\n\n{RESULTS_BEGIN}\n{RESULTS_END}\n"
+    text = card.read_text() if card.is_file() else f"# {model_dir.name}\n"
     if RESULTS_BEGIN not in text or RESULTS_END not in text:
         text = text.rstrip("\n") + f"\n\n{RESULTS_BEGIN}\n{RESULTS_END}\n"
-    head, rest = text.split(RESULTS_BEGIN, 1)
-    tail = rest.split(RESULTS_END, 1)[1]
-    body = f"{RESULTS_BEGIN}\n{table}\n\nReproduce:\n\n```bash\n{command}\n```\n{RESULTS_END}"
-    card.write_text(head + body + tail)
-    metrics = {"command": command, **summary}
-    (model_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
+    _write(card, _splice(text, RESULTS_BEGIN, RESULTS_END, f"{table}\n\nReproduce:\n\n```bash\n{command}\n```"))
+    _write(model_dir / METRICS_FILE, json.dumps({"command": command, **summary}, indent=2) + "\n")
 
 
 README_BEGIN, README_END = "<!-- toyworld:begin -->", "<!-- toyworld:end -->"
@@ -300,15 +316,12 @@ README_BEGIN, README_END = "<!-- toyworld:begin -->", "<!-- toyworld:end -->"
 
 def write_readme(readme: Path, table: str, command: str, seconds: float) -> bool:
     """Put the table and its command between the README's toyworld markers; False when the markers are missing."""
-    text = readme.read_text() if readme.is_file() else ""
-    if README_BEGIN not in text or README_END not in text:
-        return False
-    head, rest = text.split(README_BEGIN, 1)
-    tail = rest.split(README_END, 1)[1]
     minutes = max(1, round(seconds / 60))
     how = f"Reproduce (about {minutes} min on 2 CPU cores):\n\n```bash\n{command}\n```"
-    body = f"{README_BEGIN}\n{table}\n\n{how}\n{README_END}"
-    readme.write_text(head + body + tail)
+    text = _splice(readme.read_text() if readme.is_file() else "", README_BEGIN, README_END, f"{table}\n\n{how}")
+    if text is None:
+        return False
+    _write(readme, text)
     return True
 
 
