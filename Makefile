@@ -8,6 +8,7 @@ MODEL  ?= tiny-llava-next
 keep   ?= 64
 PRECISION ?= fp32
 LLM_PRECISION ?= int4
+FORCE ?=
 PYTEST_ARGS ?=
 
 .PHONY: setup test demo engine bench lint clean
@@ -30,7 +31,7 @@ demo: setup
 	$(ADAFV) demo
 
 engine: setup
-	$(ADAFV) engine $(MODEL) --keep $(keep) --precision $(PRECISION) --llm-precision $(LLM_PRECISION)
+	$(ADAFV) engine $(MODEL) --keep $(keep) --precision $(PRECISION) --llm-precision $(LLM_PRECISION) $(if $(FORCE),--force)
 
 bench: setup
 	$(ADAFV) bench --model $(MODEL) --keep $(keep)

@@ -160,8 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument("--mode", default="exact", choices=["exact", "paper"])
     engine.add_argument("--max-crops", type=int, help="largest crop count the engine accepts (default: the model's)")
     engine.add_argument("--max-text", type=int, default=256, help="longest text after the image, in tokens")
-    engine.add_argument("--out", type=Path, help="bundle directory (default engines/<model>-k<keep>-<precision>)")
-    engine.add_argument("--force", action="store_true", help="rebuild even if an identical bundle exists")
+    engine.add_argument(
+        "--out",
+        type=Path,
+        help="bundle directory: a new path, an empty folder or an existing bundle (default engines/<model>-k<keep>-"
+        "<precision>)",
+    )
+    engine.add_argument("--force", action="store_true", help="replace an existing bundle (else reused if up to date)")
     engine.add_argument("--quiet", action="store_true", help="no progress output")
     engine.set_defaults(func=cmd_engine)
 

@@ -201,6 +201,43 @@ class _Steps:
         return result
 
 
+def check_target(out: Path) -> bool:
+    """What `--out` may name: a path that does not exist yet, an empty folder, or an adafv bundle (a folder whose
+    manifest.json says so). Anything else (a file, a symbolic link, a folder of other files such as the `engines/`
+    parent, the current directory) is refused with a BuildError before any work: a build replaces its target, and
+    must never delete what is not its own. Returns whether the target is an existing bundle."""
+    if out.is_symlink():
+        raise BuildError(f"--out {out} is a symbolic link: give the real path of the bundle folder")
+    if not out.exists():
+        return False
+    if not out.is_dir():
+        raise BuildError(f"--out {out} is an existing file, not a bundle folder: choose a new path")
+    here = Path.cwd().resolve()
+    if out.resolve() == here or out.resolve() in here.parents:
+        raise BuildError(f"--out {out} is the current directory (or holds it): choose a new path for the bundle")
+    if os.path.ismount(out):
+        raise BuildError(f"--out {out} is a mount point: choose a folder inside it")
+    if _is_bundle(out):
+        return True
+    entries = sorted(p.name for p in out.iterdir())
+    if entries:
+        shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+        raise BuildError(
+            f"--out {out} is an existing folder that is not an adafv bundle ({len(entries)} entries: {shown}); "
+            "a build replaces its target, so choose a new path"
+        )
+    return False
+
+
+def _is_bundle(path: Path) -> bool:
+    """Whether `path` holds an adafv bundle's manifest (any format version: an old bundle is still ours)."""
+    try:
+        manifest = json.loads((path / bundle_format.MANIFEST).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("format") == bundle_format.FORMAT
+
+
 def _check_writable(out: Path) -> None:
     parent = out.resolve().parent
     try:
@@ -219,18 +256,15 @@ def build(config: EngineConfig, out: Path | None = None, force: bool = False, pr
     arch, model_config = peek(config.model)
     shapes = graph_shapes(arch, model_config, config.max_crops, config.max_text)
     check_keep(config.selection, shapes)  # before any work: no weights loaded yet
+    existing_bundle = check_target(out)
     _check_writable(out)
     steps = _Steps(progress)
     key = build_key(config, spec)
-    if not force and (out / bundle_format.MANIFEST).is_file():
-        try:
-            existing = bundle_format.read_manifest(out)
-        except BundleError:
-            existing = {}  # unreadable or of another format: rebuilt below
-        if existing.get("build_key") == key:
-            if steps.console is not None:
-                steps.console.print(f"[green]up to date[/]: {out} (use --force to rebuild)")
-            return BuildResult(out, existing, True, time.perf_counter() - start)
+    if existing_bundle and not force:
+        reused = _reusable(out, key)
+        if steps.console is not None:
+            steps.console.print(f"[green]up to date[/]: {out} (use --force to rebuild)")
+        return BuildResult(out, reused, True, time.perf_counter() - start)
     loaded = steps.run(f"load {spec.name}", load, config.model)
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -247,7 +281,27 @@ def build(config: EngineConfig, out: Path | None = None, force: bool = False, pr
     return result
 
 
+def _reusable(out: Path, key: str) -> dict:
+    """The manifest of the bundle at `out` when it was built from these settings and every file checks out
+    (sizes and sha256); otherwise a BuildError saying why and that --force replaces it."""
+    try:
+        manifest = bundle_format.read_manifest(out)
+    except BundleError as e:
+        raise BuildError(f"{e}; use --force to replace it") from e
+    if manifest.get("build_key") != key:
+        raise BuildError(
+            f"{out} holds a bundle built from other settings, weights or tool versions; use --force to replace it, "
+            "or choose another --out"
+        )
+    try:
+        bundle_format.verify_files(out, manifest)
+    except BundleError as e:
+        raise BuildError(f"{e}; use --force to rebuild it") from e
+    return manifest
+
+
 def _swap_into_place(tmp: Path, out: Path) -> None:
+    check_target(out)  # again: the target may have changed during the build
     old = None
     if out.exists():
         old = out.parent / f".{out.name}.old-{os.getpid()}"

@@ -106,12 +106,84 @@ def test_fp16_variant_keeps_selection_in_fp32(llava_bundle):
     assert m["embed"]["dtype"] == "float32" and m["llm"]["precision"] == "fp32"
 
 
-def test_existing_bundle_is_reused_unless_forced(next_bundle):
-    config = EngineConfig("tiny-llava-next", AdaFVConfig(keep=64))
-    start = time.perf_counter()
-    again = build(config, out=next_bundle.path, progress=False)
-    assert again.reused and time.perf_counter() - start < 10
-    assert again.manifest["build_key"] == next_bundle.manifest["build_key"]
+@pytest.fixture
+def no_work(monkeypatch):
+    """Fail the test if a build gets as far as loading weights: refusals must come before any work."""
+    import adafv.export.bundle as bundle
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the build loaded the model: it should have stopped before any work")
+
+    monkeypatch.setattr(bundle, "load", forbidden)
+
+
+def test_existing_bundle_is_reused_without_loading_the_model(next_bundle, no_work):
+    again = build(EngineConfig("tiny-llava-next", AdaFVConfig(keep=64)), out=next_bundle.path, progress=False)
+    assert again.reused and again.manifest["build_key"] == next_bundle.manifest["build_key"]
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("case", ["user folder", "engines parent", "file", "symlink", "current directory"])
+def test_out_that_is_not_a_bundle_is_refused_and_left_intact(tmp_path, monkeypatch, no_work, next_bundle, case):
+    """A build replaces its target: aimed at anything but a new path, an empty folder or a bundle, it refuses
+    before any work and deletes nothing."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "notes.txt").write_text("my notes")
+    (home / "photos").mkdir()
+    (home / "photos" / "cat.jpg").write_bytes(b"\xff\xd8 cat")
+    if case == "user folder":
+        out, message = home, "existing folder that is not an adafv bundle \\(2 entries: notes.txt, photos\\)"
+    elif case == "engines parent":  # the folder that holds bundles is not a bundle itself
+        import shutil
+
+        shutil.copytree(next_bundle.path, home / "tiny-k64")
+        out, message = home, "not an adafv bundle \\(3 entries"
+    elif case == "file":
+        out, message = home / "notes.txt", "is an existing file, not a bundle folder"
+    elif case == "symlink":
+        out, message = tmp_path / "link", "symbolic link"
+        out.symlink_to(home)
+    else:
+        monkeypatch.chdir(home)
+        out, message = Path("."), "current directory"
+    before = _tree(home)
+    with pytest.raises(BuildError, match=message):
+        build(EngineConfig("tiny-llava", AdaFVConfig(keep=8)), out=out, progress=False)
+    assert _tree(home) == before
+    assert not [p for p in (tmp_path.iterdir()) if p.name.startswith(".")]  # no partial folder either
+
+
+def test_a_bundle_is_replaced_only_with_force(next_bundle, tmp_path, no_work):
+    import shutil
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(next_bundle.path, copy)
+    with pytest.raises(BuildError, match="built from other settings.*--force"):  # keep 48 over a keep-64 bundle
+        build(EngineConfig("tiny-llava-next", AdaFVConfig(keep=48)), out=copy, progress=False)
+    embed = copy / "embed.npy"
+    raw = bytearray(embed.read_bytes())
+    raw[-1] ^= 0xFF
+    embed.write_bytes(bytes(raw))
+    with pytest.raises(BuildError, match="embed.npy is corrupt.*--force"):  # "up to date" only when files check out
+        build(EngineConfig("tiny-llava-next", AdaFVConfig(keep=64)), out=copy, progress=False)
+    assert embed.read_bytes() == bytes(raw)
+
+
+def test_force_rebuilds_into_an_existing_bundle_and_an_empty_folder(tmp_path):
+    config = EngineConfig("tiny-llava", AdaFVConfig(keep=8))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    first = build(config, out=empty, progress=False)
+    assert not first.reused and (empty / "manifest.json").is_file()
+    (empty / "stale-marker").write_text("x")  # not part of the bundle: gone after a forced rebuild
+    again = build(config, out=empty, force=True, progress=False)
+    assert not again.reused and not (empty / "stale-marker").exists()
+    bundle_format.verify_files(empty, bundle_format.read_manifest(empty))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]  # no partial or old folder left beside it
 
 
 # ---- the TensorRT lint, on graphs built to break each rule ------------------------------------------------------
