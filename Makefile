@@ -8,12 +8,18 @@ MODEL  ?= tiny-llava-next
 keep   ?= 64
 PRECISION ?= fp32
 LLM_PRECISION ?= int4
+TARGET ?= auto
 FORCE ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup test demo engine bench lint clean
+.PHONY: setup setup-gpu test test-gpu demo engine bench lint clean
 
 setup: $(STAMP)
+
+# The GPU environment: onnxruntime-gpu + onnxruntime-genai-cuda (they run on the CPU provider where there is no GPU)
+VENV_GPU ?= .venv-gpu
+STAMP_GPU := $(VENV_GPU)/.adafv-setup
+setup-gpu: $(STAMP_GPU)
 
 # Idempotent: reruns only when the dependency files change. CPU torch first (from local disk), then the rest pinned.
 $(STAMP): pyproject.toml constraints.txt
@@ -23,15 +29,26 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[export,cpu,dev]"
 	touch $(STAMP)
 
+$(STAMP_GPU): pyproject.toml constraints.txt
+	test -x $(VENV_GPU)/bin/python || $(PYTHON) -m venv $(VENV_GPU)
+	$(VENV_GPU)/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(VENV_GPU)/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt torch==2.13.0
+	$(VENV_GPU)/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[export,gpu,dev]"
+	touch $(STAMP_GPU)
+
 test: setup
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# the GPU-path tests in the GPU environment (onnxruntime-gpu; the CPU provider where there is no GPU)
+test-gpu: setup-gpu
+	$(VENV_GPU)/bin/python -m pytest -q -m gpu_env $(PYTEST_ARGS)
 
 demo: setup
 	$(ADAFV) demo
 
 engine: setup
-	$(ADAFV) engine $(MODEL) --keep $(keep) --precision $(PRECISION) --llm-precision $(LLM_PRECISION) $(if $(FORCE),--force)
+	$(ADAFV) engine $(MODEL) --keep $(keep) --precision $(PRECISION) --llm-precision $(LLM_PRECISION) --target $(TARGET) $(if $(FORCE),--force)
 
 bench: setup
 	$(ADAFV) bench --model $(MODEL) --keep $(keep)
@@ -41,4 +58,4 @@ lint: setup
 	$(VENV)/bin/ruff format --check .
 
 clean:
-	rm -rf $(VENV) engines .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(VENV_GPU) engines .pytest_cache .ruff_cache .hypothesis

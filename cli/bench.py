@@ -29,7 +29,7 @@ def _median_ms(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def run_bench(model: str, keep: int, repeats: int = 5, image_path: Path | None = None) -> list[tuple]:
+def run_bench(model: str, keep: int, repeats: int = 5, image_path: Path | None = None) -> tuple[list[tuple], dict]:
     import torch
 
     from adafv import AdaFVConfig
@@ -58,7 +58,7 @@ def run_bench(model: str, keep: int, repeats: int = 5, image_path: Path | None =
     )
 
     prepared = reference.prepare(image, PROMPT)
-    pixel_values, grid = preprocess(image, spec)
+    pixels, grid = preprocess(image, spec)
     pre, post = pipe.prompt_ids(PROMPT)
     text = pipe.embed(post)
 
@@ -75,13 +75,13 @@ def run_bench(model: str, keep: int, repeats: int = 5, image_path: Path | None =
             "PyTorch eager",
             _median_ms(torch_vision, repeats),
             "ONNX Runtime graph",
-            _median_ms(lambda: pipe.vision(pixel_values, text, grid), repeats),
+            _median_ms(lambda: pipe.vision(pixels, text, grid), repeats),
         )
     )
 
     decoder = pipe._load_decoder()
     dim = pipe.manifest["vision"]["hidden_size"]
-    num_visual = pixel_values.shape[0] * pipe.manifest["vision"]["patches_per_crop"]
+    num_visual = pixels.shape[0] * pipe.manifest["vision"]["patches_per_crop"]
     rng = np.random.default_rng(0)
     eos = set(pipe.manifest["tokenizer"]["eos_token_ids"])
 
@@ -102,6 +102,12 @@ def run_bench(model: str, keep: int, repeats: int = 5, image_path: Path | None =
     )
 
     answer = pipe.run(image, PROMPT, max_new_tokens=16)
+    facts = {
+        "target": pipe.manifest["target"],
+        "providers": answer["providers"],
+        "host_bytes_per_decode_step": answer["host_bytes_per_decode_step"],
+        "kv_cache_bytes": answer["kv_cache_bytes"],
+    }
     n = max(len(answer["tokens"]), 1)
     rows.append(
         (
@@ -112,10 +118,10 @@ def run_bench(model: str, keep: int, repeats: int = 5, image_path: Path | None =
             _median_ms(lambda: pipe.run(image, PROMPT, max_new_tokens=n), repeats),
         )
     )
-    return rows
+    return rows, facts
 
 
-def print_table(rows: list[tuple], model: str, keep: int) -> None:
+def print_table(rows: list[tuple], model: str, keep: int, facts: dict | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -125,3 +131,10 @@ def print_table(rows: list[tuple], model: str, keep: int) -> None:
     for stage, a_name, a_ms, b_name, b_ms in rows:
         table.add_row(stage, a_name, f"{a_ms:.1f}", b_name, f"{b_ms:.1f}", f"{a_ms / b_ms:.2f}x")
     Console().print(table)
+    if facts:
+        p = facts["providers"]
+        print(
+            f"bundle target {facts['target']}; vision on {p['vision']}, decoder on {p['decoder']}; per decode step "
+            f"{facts['host_bytes_per_decode_step']} bytes cross the host boundary (one embedding row in, the last "
+            f"position's logits out); KV cache {facts['kv_cache_bytes'] / 1e6:.2f} MB for this answer"
+        )

@@ -69,7 +69,8 @@ def _run_bundle(args, image) -> int:
     """The torch-free path: never imports torch or transformers."""
     from adafv.runtime import Pipeline
 
-    pipe = Pipeline.load(args.model, keep=args.keep, engine=args.engine)
+    warmup = {"auto": None, "on": True, "off": False}[args.warmup]
+    pipe = Pipeline.load(args.model, keep=args.keep, engine=args.engine, warmup=warmup)
     stream = args.stream and not args.json
     on_token = (lambda piece: print(piece, end="", flush=True)) if stream else None
     result = pipe.run(
@@ -100,6 +101,7 @@ def cmd_engine(args) -> int:
         llm_precision=args.llm_precision,
         max_crops=args.max_crops,
         max_text=args.max_text,
+        target=args.target,
     )
     result = build(config, out=args.out, force=args.force, progress=not args.quiet)
     print(result.path)
@@ -109,7 +111,16 @@ def cmd_engine(args) -> int:
 def cmd_bench(args) -> int:
     from adafv.cli.bench import print_table, run_bench
 
-    print_table(run_bench(args.model, args.keep, args.repeats), args.model, args.keep)
+    rows, facts = run_bench(args.model, args.keep, args.repeats)
+    print_table(rows, args.model, args.keep, facts)
+    return 0
+
+
+def cmd_doctor(args) -> int:
+    from adafv.runtime.doctor import format_report, report
+
+    r = report(args.bundle)
+    print(json.dumps(r, indent=2) if args.json else format_report(r))
     return 0
 
 
@@ -149,6 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--engine", default="auto", choices=["auto", "onnxruntime", "tensorrt"], help="bundles: vision engine"
     )
+    run.add_argument(
+        "--warmup",
+        default="auto",
+        choices=["auto", "on", "off"],
+        help="bundles: run each stage once at load (auto: where a session runs on a GPU)",
+    )
     run.set_defaults(func=cmd_run)
 
     engine = sub.add_parser("engine", help="build a bundle: ONNX vision graph (+ TensorRT engine) and int4 LLM")
@@ -158,13 +175,19 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument("--llm-precision", default="int4", choices=["int4", "fp32"])
     engine.add_argument("--method", default="adafv", choices=["adafv", "fastervlm", "text"])
     engine.add_argument("--mode", default="exact", choices=["exact", "paper"])
+    engine.add_argument(
+        "--target",
+        default="auto",
+        choices=["auto", "cpu", "cuda"],
+        help="what the LLM is built for: cpu, or cuda (desktop GPUs, Jetson); auto = cuda with onnxruntime-gpu",
+    )
     engine.add_argument("--max-crops", type=int, help="largest crop count the engine accepts (default: the model's)")
     engine.add_argument("--max-text", type=int, default=256, help="longest text after the image, in tokens")
     engine.add_argument(
         "--out",
         type=Path,
         help="bundle directory: a new path, an empty folder or an existing bundle (default engines/<model>-k<keep>-"
-        "<precision>)",
+        "<precision>-<target>)",
     )
     engine.add_argument("--force", action="store_true", help="replace an existing bundle (else reused if up to date)")
     engine.add_argument("--quiet", action="store_true", help="no progress output")
@@ -176,6 +199,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeats", type=int, default=5)
     bench.set_defaults(func=cmd_bench)
 
+    doctor = sub.add_parser("doctor", help="what this environment can run (and a bundle: on what, and why)")
+    doctor.add_argument("bundle", nargs="?", help="a bundle directory to explain")
+    doctor.add_argument("--json", action="store_true", help="print one JSON object")
+    doctor.set_defaults(func=cmd_doctor)
+
     models = sub.add_parser("models", help="list the registered models")
     models.set_defaults(func=cmd_models)
 
@@ -186,9 +214,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warnings() -> None:
+    """adafv's own warnings (e.g. a bundle on a provider it was not built for) as one line on stderr."""
+    import warnings
+
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if category.__module__.startswith("adafv"):
+            print(f"adafv: warning: {message}", file=sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+
+
 def main(argv: list[str] | None = None) -> int:
     _quiet_libraries()
     args = build_parser().parse_args(argv)
+    _one_line_warnings()
     from adafv.errors import AdafvError
     from adafv.runtime.errors import RuntimeFailure
 

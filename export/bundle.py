@@ -1,17 +1,19 @@
 """`adafv engine`: build a bundle (DESIGN.md) atomically.
 
-    engines/<model>-k<keep>-<precision>/
+    engines/<model>-k<keep>-<precision>-<target>/      target: cpu, or cuda (desktop GPUs and Jetson)
       manifest.json            written last, through adafv.runtime.manifest (the runtime validates it)
       build.json               the frozen EngineConfig this bundle was built from
       vision.onnx(.data)       vision tower + projector + AdaFV selection, fixed keep          (always)
       vision.fp16.onnx(.data)  mixed precision, selection and LayerNorms in FP32             (--precision fp16)
       vision.<trt>-sm<cc>.plan TensorRT engine                                               (where tensorrt imports)
       embed.npy                LLM input embeddings (fp16 beside an int4 LLM, fp32 beside fp32)
-      llm/                     decoder taking inputs_embeds with a KV cache (onnxruntime-genai model builder)
+      llm/                     decoder taking inputs_embeds with a KV cache (onnxruntime-genai model builder, built
+                               for the target: -e cpu (fp32 I/O) or -e cuda (fp16 I/O and KV cache))
       tokenizer/               tokenizer.json and config
 
 Everything is written into a hidden temporary directory next to the target and renamed into place at the end: an
-interrupted build leaves nothing that loads. Every build ends with the TensorRT lint and ONNX Runtime parity.
+interrupted build leaves nothing that loads. Before that rename, the build verifies everything it wrote: the TensorRT
+lint and ONNX Runtime parity of the vision graph (and of its FP16 variant), and the decoder against the PyTorch LM.
 """
 
 from __future__ import annotations
@@ -31,21 +33,19 @@ import numpy as np
 
 import adafv
 from adafv.config import AdaFVConfig
-from adafv.errors import AdafvError, ConfigError
+from adafv.errors import ConfigError
 from adafv.models import LoadedModel, ModelSpec, load, peek, resolve
 from adafv.runtime import manifest as bundle_format
 from adafv.runtime.errors import BundleError
+from adafv.runtime.providers import TARGET_PROVIDERS, TARGETS
 
 from .checks import LintError, ParityCase, check_parity, overlap, polygraphy_lint, trt_lint
+from .errors import BuildError
 from .graph import GraphShapes, VisionGraph, check_keep, export_onnx
 
 PRECISIONS = ("fp32", "fp16", "int8")
 PROBE_PROMPTS = ("What is in the picture?", "Where is the small red object? Answer in one word.")
 PHOTO = Path(adafv.__file__).resolve().parents[1] / "assets" / "rocket.jpg"
-
-
-class BuildError(AdafvError):
-    """A bundle could not be built (the message says which step)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,8 +58,15 @@ class EngineConfig:
     llm_precision: str = "int4"
     max_crops: int | None = None  # None: the most the model's processor emits
     max_text: int = 256
+    target: str = "auto"  # cpu | cuda; auto = cuda where this environment's ONNX Runtime is the GPU build
 
     def __post_init__(self):
+        if self.target == "auto":
+            from adafv.runtime.providers import default_target
+
+            object.__setattr__(self, "target", default_target())
+        if self.target not in TARGETS:
+            raise ConfigError(f"unknown target {self.target!r}; choose auto, {', '.join(TARGETS)}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"unknown precision {self.precision!r}; choose {', '.join(PRECISIONS)}")
         if self.precision == "int8":
@@ -88,8 +95,9 @@ class BuildResult:
     seconds: float
 
 
-def default_out(model: str, keep: int, precision: str) -> Path:
-    return Path("engines") / f"{resolve(model).name}-k{keep}-{precision}"
+def default_out(config: EngineConfig) -> Path:
+    name = resolve(config.model).name
+    return Path("engines") / f"{name}-k{config.selection.keep}-{config.precision}-{config.target}"
 
 
 def graph_shapes(arch, config, max_crops: int | None, max_text: int) -> GraphShapes:
@@ -138,13 +146,16 @@ def build_key(config: EngineConfig, spec: ModelSpec) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def probe_cases(loaded: LoadedModel, graph: VisionGraph, shapes: GraphShapes) -> list[ParityCase]:
-    """Parity inputs as the runtime will see them: the model's own processor and embedding table on a real photo and
-    on random-pixel images of every grid shape the processor picks, with real prompts."""
+def probe_cases(loaded: LoadedModel, graph: VisionGraph, shapes: GraphShapes, spec: dict) -> list[ParityCase]:
+    """Parity inputs as the runtime will see them: the runtime's uint8 preprocessing and the model's embedding table
+    on a real photo and on random-pixel images of every grid shape the processor picks, with real prompts. Each
+    probe also checks that the graph's pixel table turns the runtime's bytes into the processor's pixel_values, bit
+    for bit."""
     import torch
     from PIL import Image
 
     from adafv.pipeline import Reference
+    from adafv.runtime.preprocess import normalize, preprocess
 
     reference = Reference(loaded)
     rng = np.random.default_rng(0)
@@ -166,7 +177,10 @@ def probe_cases(loaded: LoadedModel, graph: VisionGraph, shapes: GraphShapes) ->
         text = reference.embed(prepared.post_ids).detach().float()  # (T, D)
         if text.shape[0] > shapes.max_text:
             continue
-        inputs = [prepared.pixel_values.float(), text]
+        pixels, grid = preprocess(image, spec)  # uint8 (N, 3, S, S), what the runtime sends
+        if grid != tuple(prepared.grid) or not np.array_equal(normalize(pixels, spec), prepared.pixel_values.numpy()):
+            raise BuildError(f"the runtime's preprocessing differs from the model's image processor on {name}")
+        inputs = [torch.from_numpy(pixels), text]
         if shapes.anyres:
             inputs.append(torch.tensor(prepared.grid, dtype=torch.int64))
         with torch.no_grad():
@@ -201,7 +215,7 @@ class _Steps:
         return result
 
 
-def check_target(out: Path) -> bool:
+def check_out(out: Path) -> bool:
     """What `--out` may name: a path that does not exist yet, an empty folder, or an adafv bundle (a folder whose
     manifest.json says so). Anything else (a file, a symbolic link, a folder of other files such as the `engines/`
     parent, the current directory) is refused with a BuildError before any work: a build replaces its target, and
@@ -249,14 +263,14 @@ def _check_writable(out: Path) -> None:
 
 
 def build(config: EngineConfig, out: Path | None = None, force: bool = False, progress: bool = True) -> BuildResult:
-    """Build (or reuse) the bundle for `config` at `out` (default engines/<model>-k<keep>-<precision>)."""
+    """Build (or reuse) the bundle for `config` at `out` (default engines/<model>-k<keep>-<precision>-<target>)."""
     start = time.perf_counter()
     spec = resolve(config.model)  # unknown names fail here, before any work
-    out = Path(out) if out is not None else default_out(config.model, config.selection.keep, config.precision)
+    out = Path(out) if out is not None else default_out(config)
     arch, model_config = peek(config.model)
     shapes = graph_shapes(arch, model_config, config.max_crops, config.max_text)
     check_keep(config.selection, shapes)  # before any work: no weights loaded yet
-    existing_bundle = check_target(out)
+    existing_bundle = check_out(out)
     _check_writable(out)
     steps = _Steps(progress)
     key = build_key(config, spec)
@@ -301,7 +315,7 @@ def _reusable(out: Path, key: str) -> dict:
 
 
 def _swap_into_place(tmp: Path, out: Path) -> None:
-    check_target(out)  # again: the target may have changed during the build
+    check_out(out)  # again: the target may have changed during the build
     old = None
     if out.exists():
         old = out.parent / f".{out.name}.old-{os.getpid()}"
@@ -312,16 +326,19 @@ def _swap_into_place(tmp: Path, out: Path) -> None:
 
 
 def _write_bundle(config, loaded: LoadedModel, shapes: GraphShapes, root: Path, key: str, steps: _Steps) -> dict:
-    import onnxruntime as ort
 
+    from adafv.runtime.preprocess import value_table
     from adafv.vision import VisualTokens
 
-    from .llm import export_embeddings, export_llm, export_tokenizer
+    from .llm import export_embeddings, export_llm, export_tokenizer, verify_decoder
     from .preprocess_spec import image_processor_spec
 
-    preprocess = image_processor_spec(loaded.processor)  # unsupported processors fail before the long steps
+    try:
+        preprocess = image_processor_spec(loaded.processor)  # unsupported processors fail before the long steps
+    except ValueError as e:
+        raise BuildError(f"the model's image processor cannot be reproduced by the runtime: {e}") from e
     visual = VisualTokens.from_llava(loaded.model).float()  # the FP32 graph is the reference; FP16 is derived from it
-    graph = VisionGraph(visual, config.selection, shapes.anyres).eval()
+    graph = VisionGraph(visual, config.selection, shapes.anyres, value_table(preprocess)).eval()
     vision = root / "vision.onnx"
     exported = steps.run("export vision graph to ONNX", export_onnx, graph, shapes, vision)
     lint = steps.run("lint for TensorRT", trt_lint, vision)
@@ -330,8 +347,8 @@ def _write_bundle(config, loaded: LoadedModel, shapes: GraphShapes, root: Path, 
     lint_ok, lint_text = steps.run("polygraphy check lint", polygraphy_lint, vision)
     if not lint_ok:
         raise LintError(f"polygraphy check lint failed on vision.onnx:\n{lint_text[-3000:]}")
-    cases = steps.run("prepare parity probes", probe_cases, loaded, graph, shapes)
-    session = ort.InferenceSession(str(vision), providers=["CPUExecutionProvider"])
+    cases = steps.run("prepare parity probes", probe_cases, loaded, graph, shapes, preprocess)
+    session = _session(vision)
     parity = {"fp32": steps.run("parity: ONNX Runtime vs PyTorch", check_parity, session, cases)}
 
     vision_files = {"fp32": vision.name}
@@ -355,11 +372,16 @@ def _write_bundle(config, loaded: LoadedModel, shapes: GraphShapes, root: Path, 
     trt_note = _maybe_tensorrt(config, root, shapes, vision, vision_files, fp32_nodes, session, cases, steps, engines)
 
     llm_dir = root / "llm"
-    llm = steps.run(f"LLM decoder ({config.llm_precision}, onnxruntime-genai builder)", export_llm, loaded.model,
-                    loaded.processor.tokenizer, llm_dir, config.llm_precision)  # fmt: skip
+    llm = steps.run(f"LLM decoder ({config.llm_precision}, {config.target}, onnxruntime-genai builder)", export_llm,
+                    loaded.model, loaded.processor.tokenizer, llm_dir, root / ".scratch", config.llm_precision,
+                    config.target)  # fmt: skip
     embed = export_embeddings(
         loaded.model, root / "embed.npy", "float32" if config.llm_precision == "fp32" else "float16"
     )
+    table = np.load(root / "embed.npy", mmap_mode="r")
+    checks = [_prompt_ids(loaded, prompt) for prompt in PROBE_PROMPTS]
+    llm["verify"] = steps.run("verify the decoder in ONNX Runtime against PyTorch", verify_decoder, loaded.model,
+                              root, llm, table, checks)  # fmt: skip
     tokenizer = export_tokenizer(loaded.processor, root / "tokenizer")
     before, after = loaded.prompt_template()
     tok = loaded.processor.tokenizer
@@ -372,6 +394,8 @@ def _write_bundle(config, loaded: LoadedModel, shapes: GraphShapes, root: Path, 
         "build_key": key,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "model": {"name": loaded.spec.name, "source": loaded.spec.source, "arch": loaded.arch.name},
+        "target": config.target,
+        "providers": TARGET_PROVIDERS[config.target],
         "selection": config.selection.to_dict(),
         "precision": config.precision,
         "vision": {
@@ -380,7 +404,7 @@ def _write_bundle(config, loaded: LoadedModel, shapes: GraphShapes, root: Path, 
             "tensorrt": trt_note,
             "opset": exported["opset"],
             "inputs": {
-                "pixel_values": {"shape": ["crops", 3, shapes.image_size, shapes.image_size], "dtype": "float32"},
+                "pixel_values": {"shape": ["crops", 3, shapes.image_size, shapes.image_size], "dtype": "uint8"},
                 "text_embeds": {"shape": ["text", shapes.hidden_size], "dtype": "float32"},
                 **({"image_grid": {"shape": [2], "dtype": "int64"}} if shapes.anyres else {}),
             },
@@ -427,11 +451,27 @@ def _write_bundle(config, loaded: LoadedModel, shapes: GraphShapes, root: Path, 
     return manifest
 
 
-def _fp16_parity(path: Path, cases: list[ParityCase]) -> dict:
-    """FP16 cannot match FP32 to 1e-4: report the overlap of kept positions and the token error instead."""
+def _session(path: Path):
+    """An ONNX Runtime CPU session over a graph the build wrote; its refusal is a one-line BuildError."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as e:
+        lines = str(e).strip().splitlines()
+        raise BuildError(f"ONNX Runtime {ort.__version__} refuses {path.name}: {lines[0] if lines else e}") from e
+
+
+def _prompt_ids(loaded: LoadedModel, prompt: str) -> list[int]:
+    """A chat-formatted question's token ids, without the image placeholder (a text-only check of the decoder)."""
+    ids = loaded.processor.tokenizer(loaded.render_prompt(prompt), add_special_tokens=True).input_ids
+    return [i for i in ids if i != loaded.image_token_id]
+
+
+def _fp16_parity(path: Path, cases: list[ParityCase]) -> dict:
+    """FP16 cannot match FP32 to 1e-4: report the overlap of kept positions and the token error instead."""
+
+    session = _session(path)
     overlaps, worst = [], 0.0
     for case in cases:
         tokens, positions = session.run(["kept_tokens", "kept_positions"], case.feeds)

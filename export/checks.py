@@ -11,8 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from adafv.errors import AdafvError
-
+from .errors import BuildError
 from .trt_ops import CONSTANT_INPUTS, DATA_DEPENDENT_SHAPE_OPS, SUPPORTED, TOPK_K_LIMIT
 
 SELECTION_MODULES = ("adafv.saliency.ClsSaliency", "adafv.vision.SelectTokens")  # their math stays float32
@@ -21,11 +20,11 @@ FLOAT32_OPS = frozenset({"CumSum", "Softmax", "ReduceL2", "TopK", "ReduceMax", "
 _ELEM = {1: "f32", 2: "u8", 3: "i8", 6: "i32", 7: "i64", 9: "bool", 10: "f16", 11: "f64", 16: "bf16"}
 
 
-class LintError(AdafvError):
+class LintError(BuildError):
     """The graph uses something TensorRT's ONNX parser does not accept (or the selection left float32)."""
 
 
-class ParityError(AdafvError):
+class ParityError(BuildError):
     """The exported graph does not reproduce the PyTorch module."""
 
 
@@ -39,6 +38,13 @@ class LintReport:
     @property
     def ok(self) -> bool:
         return not self.problems
+
+
+def in_pixel_table(node) -> bool:
+    """Whether a node was traced from the pixel table (uint8 -> float32 through the processor's table)."""
+    return any(
+        prop.key == "pkg.torch.onnx.class_hierarchy" and "PixelTable" in prop.value for prop in node.metadata_props
+    )
 
 
 def in_selection(node) -> bool:
@@ -95,6 +101,14 @@ def trt_lint(path: Path) -> LintReport:
             continue
         data = node.input[1] if op == "Where" else node.input[0] if node.input else ""
         kind = types.get(data)
+        if op != "Cast" and any(types.get(i) == "u8" for i in node.input):
+            problems.append(f"{node.name}: {op} on u8 (TensorRT takes uint8 only into a Cast to float)")
+        if op == "Cast" and kind == "u8":
+            to = next((a.i for a in node.attribute if a.name == "to"), None)
+            if to not in (1, 10):
+                problems.append(
+                    f"{node.name}: Cast from u8 to {_ELEM.get(to, to)} (TensorRT casts uint8 to float only)"
+                )
         if kind and kind != "?" and kind not in SUPPORTED[op].split():
             problems.append(f"{node.name}: {op} on {kind} (TensorRT accepts {SUPPORTED[op]})")
         index = CONSTANT_INPUTS.get(op)
@@ -121,14 +135,21 @@ def trt_lint(path: Path) -> LintReport:
     return LintReport(dict(sorted(ops.items())), topk, selection, problems)
 
 
+POLYGRAPHY = "import sys; from polygraphy.tools import main; sys.argv[0] = 'polygraphy'; sys.exit(main())"
+
+
 def polygraphy_lint(path: Path) -> tuple[bool, str]:
-    """`polygraphy check lint` (ONNX checker + ONNX Runtime); returns (passed, its report)."""
+    """`polygraphy check lint` (ONNX checker + ONNX Runtime), run with this interpreter (its console script need not
+    sit beside it); returns (passed, its report). LintError when polygraphy is not installed."""
+    import importlib.util
     import tempfile
 
+    if importlib.util.find_spec("polygraphy") is None:
+        raise LintError("polygraphy is not installed: pip install polygraphy (part of adafv[export])")
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "lint.json"
         proc = subprocess.run(
-            [str(Path(sys.executable).with_name("polygraphy")), "check", "lint", str(path), "-o", str(report)],
+            [sys.executable, "-c", POLYGRAPHY, "check", "lint", str(path), "-o", str(report)],
             capture_output=True,
             text=True,
         )

@@ -1,7 +1,8 @@
 """The vision graph: HF vision tower + projector + AdaFV selection as one module with a fixed keep, and its ONNX
 export (torch.onnx dynamo exporter, opset 18).
 
-Inputs:  pixel_values (crops, 3, S, S) float32   crops dynamic in [min_crops, max_crops]
+Inputs:  pixel_values (crops, 3, S, S) uint8     crops dynamic in [min_crops, max_crops]; the processor's rescale +
+                                                 normalize runs inside (PixelTable), so the host sends bytes
          text_embeds  (text, D) float32          the LLM input embeddings of the text after the image, text dynamic
          image_grid   (2,) int64                 [rows, cols] of high-resolution crops (anyres models only)
 Outputs: kept_tokens    (keep, D) float32        in the LLM's reading order
@@ -16,6 +17,7 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -29,17 +31,38 @@ INPUTS_SINGLE = ["pixel_values", "text_embeds"]
 OUTPUTS = ["kept_tokens", "kept_positions"]
 
 
-class VisionGraph(nn.Module):
-    """pixel_values, text_embeds[, image_grid] -> kept_tokens (keep, D), kept_positions (keep,)."""
+class PixelTable(nn.Module):
+    """uint8 pixels (N, 3, S, S) -> float32 pixel_values through the processor's own per-channel table of the 256
+    byte values (`adafv.runtime.preprocess.value_table`): one Gather, bit-exact with transformers' float64-then-
+    float32 arithmetic. The uint8 input is first cast to float (TensorRT casts uint8 only to float types), then to
+    int64 indices; both casts are exact for 0..255."""
 
-    def __init__(self, visual: VisualTokens, config: AdaFVConfig, anyres: bool):
+    def __init__(self, table: np.ndarray):
         super().__init__()
+        table = torch.from_numpy(np.ascontiguousarray(table, dtype=np.float32))  # (3, 256)
+        if table.shape != (3, 256):
+            raise ConfigError(f"the pixel table must be (3, 256), got {tuple(table.shape)}")
+        self.register_buffer("table", table.reshape(-1, 1))  # (768, 1) channel-major
+        self.register_buffer("offset", torch.arange(3).reshape(1, 3, 1, 1) * 256)  # (1, 3, 1, 1) int64
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        index = pixels.float().long() + self.offset  # (N, 3, S, S) into the flat table
+        # one Gather with the index's own shape: no Shape/Reshape of the uint8 input (TensorRT rejects those)
+        return nn.functional.embedding(index, self.table).squeeze(-1)  # (N, 3, S, S) float32
+
+
+class VisionGraph(nn.Module):
+    """pixel_values (uint8), text_embeds[, image_grid] -> kept_tokens (keep, D), kept_positions (keep,)."""
+
+    def __init__(self, visual: VisualTokens, config: AdaFVConfig, anyres: bool, pixel_table: np.ndarray):
+        super().__init__()
+        self.pixels = PixelTable(pixel_table)
         self.visual = visual
         self.select = SelectTokens(config, visual.patches_per_side)
         self.anyres = anyres
 
     def forward(self, pixel_values, text_embeds, image_grid=None):
-        tokens, saliency = self.visual(pixel_values)  # (N, P, D), (N, P)
+        tokens, saliency = self.visual(self.pixels(pixel_values))  # (N, P, D), (N, P)
         grid_cols = image_grid[1] if self.anyres else 1
         return self.select(tokens, saliency, text_embeds.to(tokens.dtype), None, grid_cols)
 
@@ -85,7 +108,7 @@ def check_keep(config: AdaFVConfig, shapes: GraphShapes) -> None:
 def example_inputs(shapes: GraphShapes, crops: int, text: int, grid=(1, 2), seed: int = 0) -> tuple:
     g = torch.Generator().manual_seed(seed)
     S, D = shapes.image_size, shapes.hidden_size
-    pixel_values = torch.randn((crops, 3, S, S), generator=g)  # (N, 3, S, S)
+    pixel_values = torch.randint(0, 256, (crops, 3, S, S), generator=g, dtype=torch.uint8)  # (N, 3, S, S)
     text_embeds = torch.randn((text, D), generator=g) * 0.02  # (T, D)
     if not shapes.anyres:
         return pixel_values, text_embeds
@@ -121,4 +144,27 @@ def export_onnx(graph: VisionGraph, shapes: GraphShapes, path: Path) -> dict:
             verbose=False,
         )
         program.save(str(path), external_data=True)
+    _shapes_from_float_pixels(path)
     return {"opset": OPSET, "export_seconds": round(time.perf_counter() - start, 2)}
+
+
+def _shapes_from_float_pixels(path: Path) -> None:
+    """The exporter reads the symbolic crop count with a Shape of the uint8 input; TensorRT lets a uint8 tensor into
+    nothing but a Cast to float. Read the shape from that Cast's output instead (the same shape) and move the Cast
+    first so the graph stays in topological order. Rewrites the .onnx only (its weights file is untouched)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    u8 = {v.name for v in model.graph.input if v.type.tensor_type.elem_type == onnx.TensorProto.UINT8}
+    nodes = list(model.graph.node)
+    casts = {n.input[0]: n for n in nodes if n.op_type == "Cast" and n.input[0] in u8}
+    changed = False
+    for node in nodes:
+        if node.op_type == "Shape" and node.input[0] in casts:
+            node.input[0] = casts[node.input[0]].output[0]
+            changed = True
+    if changed:
+        first = list(casts.values())
+        del model.graph.node[:]
+        model.graph.node.extend(first + [n for n in nodes if n not in first])
+        onnx.save(model, str(path))

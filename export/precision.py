@@ -1,5 +1,13 @@
-"""FP16 variant of the vision graph: every float op in FP16 except the selection subgraph (saliency row, relevance,
-AdaFV) and the LayerNorms, which stay FP32 behind explicit Casts.
+"""FP16 variant of the vision graph: every float op in FP16 except the pixel table, the selection subgraph (saliency
+row, relevance, AdaFV) and the LayerNorms, which stay FP32 behind explicit Casts.
+
+The conversion is ONNX Runtime's own `convert_float_to_float16` (maintained with the ops it knows, already in both
+ONNX Runtime packages; onnxconverter-common is the same code, older; ModelOpt's AutoCast pins onnx ~= 1.21 and
+onnxruntime-gpu ~= 1.24, which clash with onnxruntime-genai-cuda), followed by `dedupe_casts`: the converter in
+onnxruntime-gpu 1.31 adds one Cast per *consumer* of a shared float16 tensor, all with the same node and output
+name, which ONNX Runtime then refuses to load ("two nodes with same node name"); 1.32 shares one Cast. Merging
+identical nodes makes every version's output valid, and the build then loads and runs the result in an
+InferenceSession before it keeps it.
 
 The same file serves TensorRT 11 (strongly typed networks: the graph's types are the engine's precisions; its FP16
 builder flag is gone) and ONNX Runtime's CUDA/TensorRT providers. For TensorRT 10, `fp32_layers` gives the node names
@@ -10,12 +18,40 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .checks import in_selection
+from .checks import in_pixel_table, in_selection
 
 
 def fp32_nodes(model) -> list[str]:
-    """Names of the nodes that must compute in FP32: the selection subgraph and every LayerNormalization."""
-    return [n.name for n in model.graph.node if in_selection(n) or n.op_type == "LayerNormalization"]
+    """Names of the nodes that must compute in FP32: the pixel table, the selection subgraph and every
+    LayerNormalization."""
+    return [
+        n.name for n in model.graph.node if in_selection(n) or in_pixel_table(n) or n.op_type == "LayerNormalization"
+    ]
+
+
+def dedupe_casts(model) -> int:
+    """Merge nodes that are exact duplicates (same op, inputs, outputs and attributes): the converter's repeated
+    Casts. Then give any remaining same-named nodes distinct names. Returns how many nodes were removed."""
+    seen: set[bytes] = set()
+    keep = []
+    for node in model.graph.node:
+        key = node.SerializeToString(deterministic=True)
+        if key in seen:
+            continue
+        seen.add(key)
+        keep.append(node)
+    removed = len(model.graph.node) - len(keep)
+    if removed:
+        del model.graph.node[:]
+        model.graph.node.extend(keep)
+    names: dict[str, int] = {}
+    for node in model.graph.node:
+        if node.name in names:
+            names[node.name] += 1
+            node.name = f"{node.name}_{names[node.name]}"
+        else:
+            names[node.name] = 0
+    return removed
 
 
 def to_fp16(src: Path, dst: Path) -> dict:
@@ -27,6 +63,7 @@ def to_fp16(src: Path, dst: Path) -> dict:
     model = onnx.load(str(src))
     keep32 = fp32_nodes(model)
     half = convert_float_to_float16(model, keep_io_types=True, node_block_list=keep32, disable_shape_infer=False)
+    merged = dedupe_casts(half)
     metadata = {n.name: list(n.metadata_props) for n in half.graph.node}
     graph = gs.import_onnx(half)
     graph.toposort()  # the converter appends its Cast nodes at the end; ONNX (and TensorRT) need topological order
@@ -35,4 +72,4 @@ def to_fp16(src: Path, dst: Path) -> dict:
         node.metadata_props.extend(metadata.get(node.name, []))
     del half.graph.value_info[:]
     onnx.save(half, str(dst), save_as_external_data=True, location=dst.name + ".data", size_threshold=1024)
-    return {"fp32_nodes": len(keep32), "nodes": len(half.graph.node)}
+    return {"fp32_nodes": len(keep32), "nodes": len(half.graph.node), "merged_duplicate_nodes": merged}

@@ -15,3 +15,7 @@ class PromptError(RuntimeFailure, ValueError):
 
 class BundleError(RuntimeFailure, ValueError):
     """A bundle is missing files, corrupt, or built for another version, keep, TensorRT or GPU."""
+
+
+class OptionError(RuntimeFailure, ValueError):
+    """A generation option is out of range (temperature, top_p, seed, max_new_tokens)."""

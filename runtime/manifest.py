@@ -11,9 +11,20 @@ from typing import Any
 from .errors import BundleError
 
 FORMAT = "adafv-bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: uint8 pixels into the vision graph, a build target, a pruned LM head
 MANIFEST = "manifest.json"
-REQUIRED = ("format", "format_version", "model", "selection", "vision", "preprocess", "prompt", "llm", "files")
+REQUIRED = (
+    "format",
+    "format_version",
+    "model",
+    "target",
+    "selection",
+    "vision",
+    "preprocess",
+    "prompt",
+    "llm",
+    "files",
+)
 
 
 def sha256(path: Path, chunk: int = 1 << 20) -> str:

@@ -1,17 +1,21 @@
 """`Pipeline.load(bundle).run(image, prompt)`: the torch-free path from a camera image to an answer.
 
-    image ─preprocess (numpy+PIL)─► pixel_values, grid
+    image ─preprocess (PIL, uint8)─► pixels, grid
     prompt ─template─► tokenizer ─► [pre | <image> | post] ids ─embed.npy─► text embeddings
-    vision engine (ONNX Runtime, or the TensorRT plan): pixel_values, post embeddings, grid ─► kept tokens (keep, D)
-    decoder: [pre embeds | kept tokens | post embeds] ─► prefill ─► decode loop (KV cache) ─► text
+    vision engine (ONNX Runtime, or the TensorRT plan): pixels, post embeddings, grid ─► kept tokens (keep, D)
+    decoder: [pre embeds | kept tokens | post embeds] ─► prefill ─► decode loop (KV cache on the device) ─► text
 
-Loading validates the manifest (format version, keep, files and hashes, TensorRT plan vs this machine) and defers
-the ONNX Runtime sessions to the first run.
+Loading validates the manifest (format version, keep, files and hashes, TensorRT plan vs this machine), picks the
+execution providers that really work here (see `providers`), warns in one line when the bundle was built for
+another target, and creates the sessions on first use, or at once with a warm-up (`warmup`: on by default where a
+session runs on a GPU, where the first call pays for kernel selection and allocations). Every dtype is read from
+the sessions: text embeddings and kept tokens are cast to what each session takes.
 """
 
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,21 +23,17 @@ from typing import Any
 import numpy as np
 
 from . import manifest as bundle_format
-from .errors import BundleError, PromptError
-from .llm import Decoder, Sampler
+from .errors import BundleError, ImageError, OptionError, PromptError
+from .llm import Decoder, Sampler, session_dtype
 from .preprocess import preprocess
+from .providers import GPU_PROVIDERS, best_providers, target_mismatch
 
 ENGINES = ("auto", "onnxruntime", "tensorrt")
+WARMUP_PROMPT = "What is in the picture?"
 
 
-def best_providers(available: list[str] | None = None) -> list[str]:
-    """TensorRT, then CUDA, then CPU: those of them this ONNX Runtime build offers."""
-    if available is None:
-        import onnxruntime as ort
-
-        available = ort.get_available_providers()
-    order = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
-    return [p for p in order if p in available] or ["CPUExecutionProvider"]
+class TargetWarning(UserWarning):
+    """A bundle runs on an execution provider it was not built for (it works, but not at its best)."""
 
 
 class Pipeline:
@@ -44,6 +44,8 @@ class Pipeline:
         self.manifest = manifest
         self.providers = providers
         self.engine = engine
+        self.warmup_ms: float | None = None
+        self._plan = None
         self._vision = None
         self._decoder = None
         self._tokenizer = None
@@ -57,10 +59,13 @@ class Pipeline:
         keep: int | None = None,
         engine: str = "auto",
         verify: bool = True,
+        warmup: bool | None = None,
     ) -> Pipeline:
         """Validate a bundle. `keep`: fail unless the bundle was built for it. `engine`: `tensorrt` requires the
         bundle's plan to match this machine's TensorRT and GPU; `auto` uses it when it does, else ONNX Runtime.
-        `verify=False` skips the sha256 of every file (sizes are always checked)."""
+        `verify=False` skips the sha256 of every file (sizes are always checked). `providers`: default, those that
+        really work here (TensorRT, CUDA, CPU). `warmup`: run the vision graph (every crop count) and a prefill
+        once now, so the first question costs what every later one does; None = where a session runs on a GPU."""
         root = Path(bundle)
         m = bundle_format.read_manifest(root)
         if engine not in ENGINES:
@@ -71,9 +76,39 @@ class Pipeline:
         bundle_format.verify_files(root, m, hashes=verify)
         plan = _matching_plan(root, m, required=engine == "tensorrt")
         chosen = "tensorrt" if plan is not None and engine != "onnxruntime" else "onnxruntime"
-        pipe = cls(root, m, providers or best_providers(), chosen)
+        pipe = cls(root, m, list(providers) if providers else best_providers(), chosen)
         pipe._plan = plan
+        decoder_provider = decoder_providers(pipe.providers)[0]
+        mismatch = target_mismatch(m["target"], decoder_provider)
+        if mismatch:
+            warnings.warn(mismatch, TargetWarning, stacklevel=2)
+        if warmup or (warmup is None and pipe.providers[0] in GPU_PROVIDERS):
+            pipe.warmup()
         return pipe
+
+    def warmup(self) -> float:
+        """Create the sessions and run each stage once (the vision graph at every crop count the engine takes, a
+        prefill as long as a real question's, one decode step); returns and records its time in ms."""
+        from PIL import Image
+
+        start = time.perf_counter()
+        spec = self.manifest["preprocess"]
+        shapes = [(1, 1)] if spec["kind"] != "anyres" else spec["image_grid_pinpoints"]
+        lo, hi = self.manifest["vision"]["crops"]
+        pre, post = self.prompt_ids(WARMUP_PROMPT)
+        seen: set[int] = set()
+        kept, positions = np.zeros((0, self.manifest["vision"]["hidden_size"]), np.float32), np.zeros(0, np.int64)
+        for h, w in shapes:  # one image per crop count: on a GPU, kernels are chosen per input shape
+            image = Image.new("RGB", (max(w, 1) * 2, max(h, 1) * 2), (128, 128, 128))
+            pixels, grid = preprocess(image, spec)
+            if pixels.shape[0] in seen or not lo <= pixels.shape[0] <= hi:
+                continue
+            seen.add(pixels.shape[0])
+            kept, positions = self.vision(pixels, self.embed(post), grid)
+        embeds = np.concatenate([self.embed(pre), kept[positions >= 0], self.embed(post)])
+        self._load_decoder().generate(embeds, self.embed_table, set(), 2, Sampler())
+        self.warmup_ms = round((time.perf_counter() - start) * 1000, 3)
+        return self.warmup_ms
 
     # -- properties from the manifest -----------------------------------------------------------------------------
 
@@ -124,6 +159,12 @@ class Pipeline:
             self._decoder = Decoder(self.root, self.manifest["llm"], decoder_providers(self.providers))
         return self._decoder
 
+    @property
+    def session_providers(self) -> dict[str, str]:
+        """The provider each session really runs on (creates the sessions)."""
+        vision = "TensorRT (plan)" if self.engine == "tensorrt" else self._load_vision().session.get_providers()[0]
+        return {"vision": vision, "decoder": self._load_decoder().provider}
+
     # -- stages ---------------------------------------------------------------------------------------------------
 
     def prompt_ids(self, prompt: str) -> tuple[list[int], list[int]]:
@@ -144,20 +185,23 @@ class Pipeline:
         return pre, post
 
     def embed(self, ids: list[int]) -> np.ndarray:
-        return np.asarray(self.embed_table[ids], dtype=np.float32)  # (T, D)
+        """Rows of the embedding table, in its dtype: (T, D)."""
+        return np.asarray(self.embed_table[ids])
 
-    def vision(self, pixel_values: np.ndarray, text_embeds: np.ndarray, grid: tuple[int, int]):
-        """kept tokens (keep, D) in reading order and their crop-major positions (keep,), -1 for padding."""
+    def vision(self, pixels: np.ndarray, text_embeds: np.ndarray, grid: tuple[int, int]):
+        """uint8 pixels (N, 3, S, S) -> kept tokens (keep, D) in reading order and their crop-major positions
+        (keep,), -1 for padding."""
         m = self.manifest["vision"]
         lo, hi = m["crops"]
-        if not lo <= pixel_values.shape[0] <= hi:
+        if not lo <= pixels.shape[0] <= hi:
             raise BundleError(
-                f"the image gives {pixel_values.shape[0]} crops; this engine takes {lo}..{hi} (see --max-crops)"
+                f"the image gives {pixels.shape[0]} crops; this engine takes {lo}..{hi} (see --max-crops)"
             )
-        feeds = {"pixel_values": pixel_values, "text_embeds": text_embeds}
+        vision = self._load_vision()
+        feeds = {"pixel_values": pixels, "text_embeds": text_embeds.astype(vision.dtypes["text_embeds"], copy=False)}
         if "image_grid" in m["inputs"]:
             feeds["image_grid"] = np.asarray(grid, dtype=np.int64)
-        return self._load_vision().run(feeds)
+        return vision.run(feeds)
 
     def run(
         self,
@@ -171,31 +215,36 @@ class Pipeline:
     ) -> dict[str, Any]:
         """Answer a question about an RGB PIL image (see `adafv.runtime.load_image`). `on_token` receives the text of
         each new token as it is generated. Returns the same JSON-ready schema as the reference path."""
-        if max_new_tokens < 1:
-            raise PromptError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        _check_image(image)
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+            raise OptionError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
         sampler = Sampler(temperature, top_p, seed)
         t0 = time.perf_counter()
         pre, post = self.prompt_ids(prompt)
-        pixel_values, grid = preprocess(image, self.manifest["preprocess"])  # (N, 3, S, S)
+        pixels, grid = preprocess(image, self.manifest["preprocess"])  # uint8 (N, 3, S, S)
         t1 = time.perf_counter()
-        kept_tokens, positions = self.vision(pixel_values, self.embed(post), grid)  # (keep, D), (keep,)
+        kept_tokens, positions = self.vision(pixels, self.embed(post), grid)  # (keep, D), (keep,)
         valid = positions >= 0  # paper mode pads with -1
         t2 = time.perf_counter()
         embeds = np.concatenate([self.embed(pre), kept_tokens[valid], self.embed(post)])  # (L, D)
         tok = self.manifest["tokenizer"]
         stream = _Detokenizer(self.tokenizer, on_token) if on_token is not None else None
-        generation = self._load_decoder().generate(
-            embeds, self.embed_table, set(tok["eos_token_ids"]), max_new_tokens, sampler, stream
-        )
+        decoder = self._load_decoder()
+        generation = decoder.generate(embeds, self.embed_table, set(tok["eos_token_ids"]), max_new_tokens, sampler,
+                                      stream)  # fmt: skip
+        if stream is not None:
+            stream.flush()
         t3 = time.perf_counter()
         ms = lambda a, b: round((b - a) * 1000, 3)  # noqa: E731
         decoded = max(len(generation.tokens) - 1, 0)
-        num_crops = pixel_values.shape[0]
+        num_crops = pixels.shape[0]
         return {
             "model": self.manifest["model"]["name"],
             "path": "bundle",
             "bundle": str(self.root),
             "engine": self.engine,
+            "target": self.manifest["target"],
+            "providers": self.session_providers,
             "method": self.manifest["selection"]["method"],
             "mode": self.manifest["selection"]["mode"],
             "keep": self.keep,
@@ -208,6 +257,9 @@ class Pipeline:
             "num_crops": num_crops,
             "grid": list(grid),
             "stopped": generation.stopped,
+            "warmup_ms": self.warmup_ms,
+            "host_bytes_per_decode_step": generation.host_bytes_per_step,
+            "kv_cache_bytes": generation.kv_cache_bytes,
             "timings_ms": {
                 "preprocess": ms(t0, t1),
                 "vision": ms(t1, t2),
@@ -218,6 +270,17 @@ class Pipeline:
                 "total": ms(t0, t3),
             },
         }
+
+
+def _check_image(image) -> None:
+    from PIL import Image
+
+    if not isinstance(image, Image.Image):
+        raise ImageError(
+            f"the image must be a PIL.Image (decode a file with adafv.runtime.load_image), got {type(image).__name__}"
+        )
+    if image.width < 1 or image.height < 1:
+        raise ImageError(f"the image has no pixels ({image.width}x{image.height})")
 
 
 def trt_cache_dir(manifest: dict[str, Any]) -> Path:
@@ -258,11 +321,17 @@ class _OrtVision:
         import onnxruntime as ort
 
         files = manifest["vision"]["files"]
-        gpu = providers[0] != "CPUExecutionProvider"
+        gpu = providers[0] in GPU_PROVIDERS
         name = files["fp16"] if gpu and "fp16" in files else files["fp32"]  # FP16 kernels only pay off on a GPU
         if providers[0] == "TensorrtExecutionProvider":
             name = files["fp32"]  # the TensorRT provider applies FP16 itself (trt_fp16_enable) to the FP32 graph
-        self.session = ort.InferenceSession(str(root / name), providers=vision_providers(providers, manifest))
+        path = root / name
+        try:
+            self.session = ort.InferenceSession(str(path), providers=vision_providers(providers, manifest))
+        except Exception as e:  # ONNX Runtime refusing the graph (too old for its opset, a converter's defect)
+            text = str(e).strip().splitlines()
+            raise BundleError(f"ONNX Runtime {ort.__version__} cannot load {path}: {text[0] if text else e}") from e
+        self.dtypes = {i.name: session_dtype(i) for i in self.session.get_inputs()}
 
     def run(self, feeds):
         tokens, positions = self.session.run(["kept_tokens", "kept_positions"], feeds)
@@ -282,6 +351,13 @@ class _Detokenizer:
         text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
         if text.endswith("\ufffd"):  # an incomplete UTF-8 sequence: wait for the next token
             return
+        self._send(text)
+
+    def flush(self) -> None:
+        """At the end: send what is left, even a character the last token left incomplete."""
+        self._send(self.tokenizer.decode(self.ids, skip_special_tokens=True))
+
+    def _send(self, text: str) -> None:
         piece, self.sent = text[len(self.sent) :], text
         if piece:
             self.on_text(piece)

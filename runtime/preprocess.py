@@ -15,7 +15,14 @@ dict `adafv.export.preprocess_spec.image_processor_spec` writes into the bundle:
 The steps are transformers' own, in its order and on the same dtypes, which is what makes them bit-exact:
 every resize is PIL's on the uint8 image, padding and cropping fill with zero bytes, and rescale + normalize
 (`float32(float64(v) * rescale_factor)`, then `(x - mean) / std` in float32) are a per-channel table over the 256
-byte values, so each output element is computed by exactly the same IEEE operations as in transformers.
+byte values (`value_table`), so each output element is computed by exactly the same IEEE operations as in
+transformers.
+
+The host does no float work: `preprocess` returns the **uint8** crops `(N, 3, S, S)`, a quarter of the bytes of
+float32 pixel values, and the vision graph applies `value_table` itself (a Gather over 3 x 256 entries, see
+`adafv.export.graph.PixelTable`). `normalize(pixels, spec)` is the same table in numpy, for tests and tools.
+The two PIL resizes of an anyres image (into the grid resolution, and the base view) run on two threads: Pillow
+releases the GIL while it resamples, and each resize is the very call transformers makes.
 
 Anyres: the grid resolution is `select_best_resolution` over the pinpoints; the image is resized into it keeping
 its aspect ratio, centred on zeros, and cut into crops row-major; the base view (the whole image resized to the
@@ -26,6 +33,7 @@ normalised. The processor's `do_pad` pads the number of crops across a batch and
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from PIL import Image
@@ -74,24 +82,33 @@ def crop_grid(image_size_hw: tuple[int, int], spec: dict) -> tuple[int, int]:
 
 
 def preprocess(image, spec: dict) -> tuple[np.ndarray, tuple[int, int]]:
-    """RGB PIL image -> (`pixel_values` float32 `(N, 3, H, W)`, crop grid `(rows, cols)`).
+    """RGB PIL image -> (`pixels` uint8 `(N, 3, H, W)`, crop grid `(rows, cols)`); `normalize` gives the float32
+    `pixel_values` of the HF processor, bit for bit.
 
     Anyres: N = 1 + rows * cols, the base view first, then the crops row-major. CLIP: N = 1, grid `(1, 1)`.
     """
     image = to_rgb(image)
+    image.load()  # decoded once, here: the two resize threads below then only read it
     if spec["kind"] == "anyres":
         views, grid = _anyres_views(image, spec)
     elif spec["kind"] == "clip":
         views, grid = [image], (1, 1)
     else:
         raise ValueError(f"unknown image preprocessing kind {spec['kind']!r} (expected 'anyres' or 'clip')")
-    views = [_finish_view(view, spec) for view in views]
-    table = _value_table(spec)
-    pixel_values = np.empty((len(views), 3, *views[0].shape[:2]), dtype=np.float32)
+    views = [_finish_view(view, spec) for view in views]  # uint8 (H, W, 3) each
+    pixels = np.empty((len(views), 3, *views[0].shape[:2]), dtype=np.uint8)  # (N, 3, H, W)
     for n, view in enumerate(views):
-        for c in range(3):
-            np.take(table[c], view[..., c], out=pixel_values[n, c])
-    return pixel_values, grid
+        pixels[n] = view.transpose(2, 0, 1)
+    return pixels, grid
+
+
+def normalize(pixels: np.ndarray, spec: dict) -> np.ndarray:
+    """uint8 `(N, 3, H, W)` -> float32 `pixel_values`, the processor's rescale + normalize (through `value_table`)."""
+    table = value_table(spec)  # (3, 256)
+    return table[np.arange(3)[None, :, None, None], pixels]  # (N, 3, H, W)
+
+
+_RESIZER = ThreadPoolExecutor(max_workers=2, thread_name_prefix="adafv-resize")
 
 
 def _anyres_views(image: Image.Image, spec: dict) -> tuple[list, tuple[int, int]]:
@@ -99,18 +116,18 @@ def _anyres_views(image: Image.Image, spec: dict) -> tuple[list, tuple[int, int]
     resample = spec["resample"]
     grid_h, grid_w = select_best_resolution((image.height, image.width), spec["image_grid_pinpoints"])
     new_h, new_w = _fit_size((image.height, image.width), (grid_h, grid_w))
-    canvas = np.zeros((grid_h, grid_w, 3), dtype=np.uint8)
-    top, left = (grid_h - new_h) // 2, (grid_w - new_w) // 2
-    canvas[top : top + new_h, left : left + new_w] = np.asarray(image.resize((new_w, new_h), resample))
-    side = crop_side(spec)
-    crops = [canvas[i : i + side, j : j + side] for i in range(0, grid_h, side) for j in range(0, grid_w, side)]
     size = spec["size"]
     if size.get("height") and size.get("width"):
         base_h, base_w = size["height"], size["width"]
     else:
         base_h = base_w = size["shortest_edge"]
-    base = image.resize((base_w, base_h), resample)
-    return [base, *crops], (_ceil_div(grid_h, side), _ceil_div(grid_w, side))
+    base = _RESIZER.submit(image.resize, (base_w, base_h), resample)  # concurrently with the grid's resize
+    canvas = np.zeros((grid_h, grid_w, 3), dtype=np.uint8)
+    top, left = (grid_h - new_h) // 2, (grid_w - new_w) // 2
+    canvas[top : top + new_h, left : left + new_w] = np.asarray(image.resize((new_w, new_h), resample))
+    side = crop_side(spec)
+    crops = [canvas[i : i + side, j : j + side] for i in range(0, grid_h, side) for j in range(0, grid_w, side)]
+    return [base.result(), *crops], (_ceil_div(grid_h, side), _ceil_div(grid_w, side))
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -156,15 +173,16 @@ def _center_crop(image: np.ndarray, crop_h: int, crop_w: int) -> np.ndarray:
     return padded[max(0, top) : min(new_h, top + crop_h), max(0, left) : min(new_w, left + crop_w)]
 
 
-def _value_table(spec: dict) -> np.ndarray:
-    """(3, 256) float32: the processor's rescale + normalize of every byte value, per channel, in its arithmetic."""
+def value_table(spec: dict) -> np.ndarray:
+    """(3, 256) float32: the processor's rescale + normalize of every byte value, per channel, in its arithmetic.
+    The vision graph embeds this very table (export/graph.py), so the graph's pixel values are the processor's."""
     values = np.arange(256)
     if spec["do_rescale"]:
         values = (values.astype(np.float64) * spec["rescale_factor"]).astype(np.float32)
     else:
         values = values.astype(np.float32)
     if not spec["do_normalize"]:
-        return np.broadcast_to(values, (3, 256))
+        return np.repeat(values[None, :], 3, axis=0)
     mean = np.asarray(spec["image_mean"], dtype=np.float32)[:, None]
     std = np.asarray(spec["image_std"], dtype=np.float32)[:, None]
     return (values[None, :] - mean) / std

@@ -103,6 +103,7 @@ def test_bench_measures_each_stage_side_by_side(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     from adafv.cli.bench import run_bench
 
-    rows = run_bench("tiny-llava", 16, repeats=1)
+    rows, facts = run_bench("tiny-llava", 16, repeats=1)
     assert [r[0] for r in rows][:3] == ["preprocess", "vision + selection", "LLM prefill"]
     assert all(r[2] > 0 and r[4] > 0 for r in rows)
+    assert facts["host_bytes_per_decode_step"] == 64 * 4 + 512 * 4  # cpu target: a float32 row in, float32 logits out

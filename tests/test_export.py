@@ -63,12 +63,13 @@ def test_graph_shapes_are_dynamic_in_crops_and_text_and_static_out(next_bundle):
     assert out == {"kept_tokens": [64, 64], "kept_positions": [64]}
 
 
-def _graph_inputs(reference, image, prompt, anyres):
+def _graph_inputs(reference, image, prompt, anyres, spec):
+    from adafv.runtime.preprocess import preprocess
+
     prepared = reference.prepare(image, prompt)
-    feeds = {
-        "pixel_values": prepared.pixel_values.numpy(),
-        "text_embeds": reference.embed(prepared.post_ids).detach().numpy(),
-    }
+    pixels, grid = preprocess(image, spec)  # uint8: the graph normalises
+    assert grid == tuple(prepared.grid)
+    feeds = {"pixel_values": pixels, "text_embeds": reference.embed(prepared.post_ids).detach().numpy()}
     if anyres:
         feeds["image_grid"] = np.array(prepared.grid, dtype=np.int64)
     return feeds
@@ -87,7 +88,7 @@ def test_exported_graph_keeps_what_the_reference_path_keeps(which, request, phot
     session = ort.InferenceSession(str(bundle.path / "vision.onnx"), providers=["CPUExecutionProvider"])
     for name in ("astronaut.png", "chelsea.png", "rocket.jpg"):
         for prompt in PROMPTS:
-            feeds = _graph_inputs(reference, photos[name], prompt, which == "next")
+            feeds = _graph_inputs(reference, photos[name], prompt, which == "next", m["preprocess"])
             tokens, positions = session.run(None, feeds)
             result = reference.run(photos[name], prompt, config, max_new_tokens=1)
             kept = sorted(p for p in positions.tolist() if p >= 0)
@@ -322,3 +323,96 @@ def test_probes_cover_a_real_photo_and_every_grid(next_bundle):
     probes = next_bundle.manifest["parity"]["fp32"]["probes"]
     assert any(p.startswith("rocket.jpg") for p in probes)
     assert len([p for p in probes if p.startswith("random")]) == 5  # one per pinpoint: grids 1x2 2x1 2x2 3x1 1x3
+
+
+# ---- the GPU path's build side: target, fp16 conversion, decoder verification, typed one-line failures -----------
+
+
+def test_default_target_follows_the_onnx_runtime_package(tmp_path):
+    import onnxruntime as ort
+
+    from adafv.export.bundle import default_out
+
+    config = EngineConfig("tiny-llava", AdaFVConfig(keep=8))
+    gpu_build = "CUDAExecutionProvider" in ort.get_available_providers()
+    assert config.target == ("cuda" if gpu_build else "cpu")
+    assert default_out(config) == Path("engines") / f"tiny-llava-k8-fp32-{config.target}"
+    with pytest.raises(ConfigError, match="unknown target 'tpu'"):
+        EngineConfig("tiny-llava", AdaFVConfig(keep=8), target="tpu")
+
+
+def test_dedupe_merges_the_converters_repeated_casts(tmp_path):
+    """onnxruntime-gpu 1.31's float16 converter emits one Cast per consumer of a shared tensor, all with the same
+    name and output: ONNX Runtime refuses such a graph. The merge makes it load and compute the same."""
+    import onnxruntime as ort
+
+    from adafv.export.precision import dedupe_casts
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT16, [4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])
+    cast = dict(inputs=["x"], outputs=["x_cast_to_fp32"], to=TensorProto.FLOAT, name="x_cast_to_fp32_node")
+    nodes = [
+        helper.make_node("Cast", **cast),
+        helper.make_node("Relu", ["x_cast_to_fp32"], ["a"], name="relu"),
+        helper.make_node("Cast", **cast),  # the duplicate, as 1.31 writes it
+        helper.make_node("Neg", ["x_cast_to_fp32"], ["b"], name="neg"),
+        helper.make_node("Add", ["a", "b"], ["y"], name="add"),
+    ]
+    model = helper.make_model(helper.make_graph(nodes, "g", [x], [y]), opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    with pytest.raises(Exception, match="two nodes with same node name|Duplicate definition"):
+        ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert dedupe_casts(model) == 1 and len(model.graph.node) == 4
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    value = np.array([1, -2, 3, -4], np.float16)
+    assert np.array_equal(session.run(None, {"x": value})[0], np.maximum(value, 0) - value.astype(np.float32))
+
+
+def test_lint_allows_uint8_only_into_a_cast_to_float(tmp_path):
+    u8 = helper.make_tensor_value_info("p", TensorProto.UINT8, [2, 3])
+    shape = helper.make_tensor_value_info("s", TensorProto.INT64, [2])
+    path = _save(tmp_path, [helper.make_node("Shape", ["p"], ["s"], name="shape")], [u8], [shape], name="s.onnx")
+    assert any("Shape on u8" in p for p in trt_lint(path).problems)
+    out = helper.make_tensor_value_info("i", TensorProto.INT64, [2, 3])
+    node = helper.make_node("Cast", ["p"], ["i"], to=TensorProto.INT64, name="cast")
+    path = _save(tmp_path, [node], [u8], [out], name="c.onnx")
+    assert any("Cast from u8 to i64" in p for p in trt_lint(path).problems)
+    f = helper.make_tensor_value_info("f", TensorProto.FLOAT, [2, 3])
+    node = helper.make_node("Cast", ["p"], ["f"], to=TensorProto.FLOAT, name="cast")
+    assert trt_lint(_save(tmp_path, [node], [u8], [f], name="ok.onnx")).problems == []
+
+
+def test_polygraphy_runs_from_this_interpreter_and_its_absence_is_one_line(tmp_path, monkeypatch, next_bundle):
+    import importlib.util
+
+    from adafv.export.checks import LintError, polygraphy_lint
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no console script anywhere on the PATH
+    ok, report = polygraphy_lint(next_bundle.path / "vision.onnx")
+    assert ok, report
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "polygraphy" else real(name, *a))
+    with pytest.raises(LintError, match="polygraphy is not installed: pip install polygraphy"):
+        polygraphy_lint(next_bundle.path / "vision.onnx")
+
+
+def test_a_model_onnx_runtime_cannot_run_fails_the_build_in_one_line(tmp_path):
+    """A user's checkpoint whose LLM has head size 24: the builder writes it, ONNX Runtime's GroupQueryAttention
+    cannot run it. The build must say so and leave nothing behind, not succeed and fail at every run."""
+    import torch
+    from transformers import LlavaForConditionalGeneration
+
+    from adafv import tiny
+
+    _, processor = tiny.build("tiny-llava")
+    config = tiny.config("tiny-llava")
+    config.text_config.hidden_size, config.text_config.num_attention_heads = 48, 2  # head size 24
+    config.text_config.num_key_value_heads, config.text_config.head_dim = 2, 24
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "ckpt"
+    LlavaForConditionalGeneration(config).eval().save_pretrained(checkpoint)
+    processor.save_pretrained(checkpoint)
+    out = tmp_path / "engines" / "b"
+    with pytest.raises(BuildError, match="decoder does not run in ONNX Runtime: .*head_size shall be a multiple of 16"):
+        build(EngineConfig(str(checkpoint), AdaFVConfig(keep=8)), out=out, progress=False)
+    assert not (tmp_path / "engines").exists() or list((tmp_path / "engines").iterdir()) == []

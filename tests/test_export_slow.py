@@ -32,14 +32,16 @@ EXPORT = textwrap.dedent(
     config = LlavaConfig(vision_config=vision, text_config=LlamaConfig(hidden_size=4096, num_hidden_layers=1,
                          intermediate_size=64, vocab_size=64), vision_feature_layer=-2)
     visual = VisualTokens(CLIPVisionModel(vision).eval(), LlavaMultiModalProjector(config).eval(), -2)
-    graph = VisionGraph(visual, AdaFVConfig(keep=64), anyres=False).eval()
+    mean, std = np.array([0.48145466, 0.4578275, 0.40821073]), np.array([0.26862954, 0.26130258, 0.27577711])
+    table = ((np.arange(256) / 255.0)[None, :] - mean[:, None]) / std[:, None]  # (3, 256) CLIP's normalisation
+    graph = VisionGraph(visual, AdaFVConfig(keep=64), anyres=False, pixel_table=table.astype(np.float32)).eval()
     shapes = GraphShapes(crops=(1, 1), max_text=64, image_size=336, hidden_size=4096, patches_per_crop=576,
                          anyres=False)
     start = time.perf_counter()
     export_onnx(graph, shapes, out / "vision.onnx")
     seconds = time.perf_counter() - start
     g = torch.Generator().manual_seed(1)
-    pixel_values = torch.randn((1, 3, 336, 336), generator=g)
+    pixel_values = torch.randint(0, 256, (1, 3, 336, 336), generator=g, dtype=torch.uint8)
     text = torch.randn((12, 4096), generator=g) * 0.02
     with torch.no_grad():
         tokens, positions = graph(pixel_values, text)

@@ -16,7 +16,7 @@ from PIL import Image
 
 from adafv.export.preprocess_spec import image_processor_spec
 from adafv.runtime import load_image
-from adafv.runtime.preprocess import crop_grid, crop_side, preprocess, select_best_resolution
+from adafv.runtime.preprocess import crop_grid, crop_side, normalize, preprocess, select_best_resolution, value_table
 from tests.conftest import PHOTOS, photo_path
 
 SQUARE_336 = dict(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336})
@@ -88,7 +88,9 @@ def test_equals_hf_processor(processors, images, processor_name):
     spec = _spec(processor)
     for name, (original, rgb) in images.items():
         expected = image_processor(original, return_tensors="np")["pixel_values"]
-        pixel_values, grid = preprocess(rgb, spec)
+        pixels, grid = preprocess(rgb, spec)
+        assert pixels.dtype == np.uint8  # the host sends bytes; the graph normalises (the same table)
+        pixel_values = normalize(pixels, spec)
         assert pixel_values.dtype == np.float32
         if spec["kind"] == "anyres":
             expected = expected[0]
@@ -146,7 +148,7 @@ def test_equals_hf_processor_with_unusual_options(images):
         for name in ("astronaut.png", "panorama_1x3", "tall_3x1", "tiny_10x10", "one_pixel", "rgba"):
             original, rgb = images[name]
             expected = image_processor(original, return_tensors="np")["pixel_values"]
-            pixel_values, _ = preprocess(rgb, spec)
+            pixel_values = normalize(preprocess(rgb, spec)[0], spec)
             expected = expected[0] if spec["kind"] == "anyres" else expected
             assert pixel_values.shape == expected.shape, (processor_name, name)
             assert np.array_equal(pixel_values, expected), (processor_name, name)
@@ -202,6 +204,21 @@ def test_spec_rejects_what_the_runtime_cannot_reproduce():
         image_processor_spec(CLIPImageProcessorPil(resample="bicubic"))
 
 
+def test_value_table_is_the_processors_arithmetic(processors):
+    """Every byte value in every channel through the HF processor: an image of exactly the view size (so every
+    resize and crop is the identity) holding each value many times; the base view must be the table applied."""
+    for name in ("tiny-llava-next", "llava-next-336", "clip-336"):
+        image_processor = getattr(processors[name], "image_processor", processors[name])
+        spec = _spec(processors[name])
+        side = crop_side(spec) if spec["kind"] == "anyres" else spec["crop_size"]["height"]
+        values = (np.arange(side * side).reshape(side, side) * 7 % 256).astype(np.uint8)  # (S, S) all 256 values
+        rgb = np.stack([values, 255 - values, values[::-1]], axis=-1)  # (S, S, 3)
+        out = image_processor(Image.fromarray(rgb), return_tensors="np")["pixel_values"]
+        view = out[0, 0] if spec["kind"] == "anyres" else out[0]  # (3, S, S)
+        table = value_table(spec)  # (3, 256)
+        assert np.array_equal(view, np.stack([table[c][rgb[..., c]] for c in range(3)])), name
+
+
 def test_unknown_kind():
     with pytest.raises(ValueError, match="unknown image preprocessing kind 'tiles'"):
         preprocess(Image.new("RGB", (8, 8)), {"kind": "tiles"})
@@ -213,8 +230,8 @@ def test_runs_without_torch_or_transformers(processors):
         "import json, sys\n"
         "from PIL import Image\n"
         "from adafv.runtime.preprocess import preprocess\n"
-        f"pixel_values, grid = preprocess(Image.new('RGB', (1280, 720), (10, 200, 30)), json.loads({spec!r}))\n"
-        "assert pixel_values.shape == (5, 3, 336, 336) and grid == (2, 2), (pixel_values.shape, grid)\n"
+        f"pixels, grid = preprocess(Image.new('RGB', (1280, 720), (10, 200, 30)), json.loads({spec!r}))\n"
+        "assert pixels.shape == (5, 3, 336, 336) and pixels.dtype.name == 'uint8' and grid == (2, 2)\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers')))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -15,6 +15,7 @@ from adafv import AdaFVConfig
 from adafv.export.bundle import EngineConfig, build
 from adafv.runtime import BundleError, Pipeline, PromptError, load_image
 from adafv.runtime import manifest as bundle_format
+from adafv.runtime.errors import OptionError
 from tests.conftest import photo_path
 
 PROMPTS = ["What is in the picture?", "Where is the rocket?", "Describe the colors."]
@@ -176,7 +177,7 @@ def test_bad_prompts(bundles, photos):
         pipe.run(photos["coffee.png"], "describe the picture " * 120)
     with pytest.raises(PromptError, match="image placeholder"):
         pipe.run(photos["coffee.png"], "what is <image> here?")
-    with pytest.raises(PromptError, match="max_new_tokens"):
+    with pytest.raises(OptionError, match="max_new_tokens"):
         pipe.run(photos["coffee.png"], "what?", max_new_tokens=0)
 
 
@@ -226,3 +227,88 @@ def test_provider_choice_and_options(bundles):
     assert trt[0] == "TensorrtExecutionProvider" and trt[1]["trt_engine_cache_enable"] is True
     assert trt[1]["trt_fp16_enable"] is False and manifest["build_key"] in trt[1]["trt_engine_cache_path"]
     assert (cuda, cpu) == ("CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+# ---- the decoder loop, warm-up, providers ------------------------------------------------------------------------
+
+
+def _plain_greedy(session, llm: dict, embeds: np.ndarray, table: np.ndarray, steps: int):
+    """The textbook loop: numpy feeds, a KV cache that grows by concatenation (the decoder's `present` outputs fed
+    back as `past`), the full attention mask each step. The runtime's shared-buffer loop must give the same."""
+    names = llm["inputs"]
+    dtype = np.float32
+    past = {
+        names[k] % i: np.zeros((1, llm["num_kv_heads"], 0, llm["head_size"]), dtype)
+        for i in range(llm["num_layers"])
+        for k in ("past_key_names", "past_value_names")
+    }
+    outs = llm["outputs"]
+    present = {outs[k.replace("past", "present")] % i: names[k] % i for k in ("past_key_names", "past_value_names")
+               for i in range(llm["num_layers"])}  # fmt: skip
+    x, tokens, logits = embeds[None].astype(dtype), [], []
+    for _ in range(steps):
+        mask = np.ones((1, embeds.shape[0] + len(tokens)), np.int64)
+        out = session.run(["logits", *present], {"inputs_embeds": x, "attention_mask": mask, **past})
+        logits.append(out[0][0, -1])
+        tokens.append(int(out[0][0, -1].argmax()))
+        past = {present[name]: value for name, value in zip(present, out[1:])}
+        x = table[tokens[-1]][None, None].astype(dtype)
+    return tokens, logits
+
+
+def test_shared_kv_buffer_loop_equals_the_textbook_loop(bundles, photos):
+    from adafv.runtime.llm import Sampler
+
+    pipe = Pipeline.load(bundles[("tiny-llava-next", "exact", "fp32")], warmup=False)
+    decoder = pipe._load_decoder()
+    pre, post = pipe.prompt_ids("What is in the picture?")
+    rng = np.random.default_rng(0)
+    embeds = np.concatenate([pipe.embed(pre), rng.standard_normal((64, 64)).astype(np.float32), pipe.embed(post)])
+    seen: list[np.ndarray] = []
+    got = decoder.generate(embeds, pipe.embed_table, set(), 10, Sampler(), on_logits=seen.append)
+    want, want_logits = _plain_greedy(decoder.session, pipe.manifest["llm"], embeds, pipe.embed_table, 10)
+    assert got.tokens == want
+    assert max(float(np.abs(a - b).max()) for a, b in zip(seen, want_logits)) < 1e-4
+    assert got.host_bytes_per_step == 64 * 4 + 512 * 4  # one float32 row in, float32 logits of the last position out
+    assert got.kv_cache_bytes == 2 * 2 * (1 * 2 * (embeds.shape[0] + 10) * 16) * 4  # layers, k/v, (1,H,L,hd), fp32
+
+
+def test_warmup(bundles, photos):
+    cold = Pipeline.load(bundles[("tiny-llava-next", "exact", "int4")])  # auto: no GPU here, no warm-up
+    assert cold.warmup_ms is None and cold._vision is None and cold._decoder is None
+    warm = Pipeline.load(bundles[("tiny-llava-next", "exact", "int4")], warmup=True)
+    assert warm.warmup_ms > 0 and warm._vision is not None and warm._decoder is not None
+    result = warm.run(photos["rocket.jpg"], "What is in the picture?", max_new_tokens=3)
+    assert result["warmup_ms"] == warm.warmup_ms
+    assert result["tokens"] == cold.run(photos["rocket.jpg"], "What is in the picture?", max_new_tokens=3)["tokens"]
+
+
+def test_target_mismatch_is_one_line():
+    from adafv.runtime.providers import target_mismatch
+
+    assert target_mismatch("cpu", "CPUExecutionProvider") is None
+    assert target_mismatch("cuda", "CUDAExecutionProvider") is None
+    for target, provider in (("cuda", "CPUExecutionProvider"), ("cpu", "CUDAExecutionProvider")):
+        message = target_mismatch(target, provider)
+        assert provider in message and "\n" not in message and "--target" in message
+
+
+def test_bad_generation_options_are_typed(bundles, photos):
+    pipe = Pipeline.load(bundles[("tiny-llava", "exact", "fp32")])
+    image = photos["coffee.png"]
+    for kwargs in (
+        dict(temperature=-1),
+        dict(temperature=float("nan")),
+        dict(top_p=0),
+        dict(top_p=float("nan")),
+        dict(seed=-1),
+        dict(max_new_tokens=1.5),
+        dict(max_new_tokens=True),
+    ):
+        with pytest.raises(OptionError):
+            pipe.run(image, "what?", **kwargs)
+    from adafv.runtime import ImageError
+
+    for bad in (None, np.zeros((8, 8, 3), np.uint8), Image.new("RGB", (0, 0))):
+        with pytest.raises(ImageError):
+            pipe.run(bad, "what?")
