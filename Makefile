@@ -12,7 +12,7 @@ TARGET ?= auto
 FORCE ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup setup-gpu test test-gpu demo engine bench lint clean
+.PHONY: setup setup-gpu test test-fast test-gpu demo engine bench lint clean
 
 setup: $(STAMP)
 
@@ -39,6 +39,11 @@ $(STAMP_GPU): pyproject.toml constraints.txt
 test: setup
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# everything but the tests marked slow (CI runs them all, through `make test`)
+test-fast: setup
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 # the GPU-path tests in the GPU environment (onnxruntime-gpu; the CPU provider where there is no GPU)
 test-gpu: setup-gpu

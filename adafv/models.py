@@ -70,7 +70,10 @@ def resolve(name_or_path: str | os.PathLike) -> ModelSpec:
         config = path / "config.json"
         if not config.is_file():
             raise ModelError(f"{path} is a directory without config.json: not a checkpoint")
-        model_type = json.loads(config.read_text()).get("model_type")
+        try:
+            model_type = json.loads(config.read_text()).get("model_type")
+        except (ValueError, AttributeError, OSError) as e:
+            raise ModelError(f"{config} is not a readable model config (corrupt JSON?): {_first_line(e)}") from e
         if model_type not in ARCHES:
             raise ModelError(f"{path}: model_type {model_type!r} is not supported (supported: {', '.join(ARCHES)})")
         return ModelSpec(path.name, str(path), model_type, f"local checkpoint {path}")
@@ -201,6 +204,8 @@ def _pretrained_config(spec: ModelSpec):
     try:
         return AutoConfig.from_pretrained(spec.source, **({} if local else {"local_files_only": True}))
     except OSError as e:
+        if local:
+            raise ModelError(f"cannot read the config of {spec.source}: {_first_line(e)}") from e
         raise ModelError(
             f"cannot load {spec.source!r}: not a local directory and not in the Hugging Face cache "
             f"(adafv never downloads weights; download it with `hf download {spec.source}` where you have network)"
@@ -218,7 +223,15 @@ def _load_pretrained(spec: ModelSpec, dtype: str | None):
     if config.model_type not in classes:
         raise ModelError(f"{spec.source}: model_type {config.model_type!r} is not supported ({', '.join(classes)})")
     torch_dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}.get(dtype or "")
-    model = classes[config.model_type].from_pretrained(spec.source, dtype=torch_dtype or "auto", **kwargs)
-    # the PIL backend: the torch-free runtime reproduces it bit for bit (torchvision's resize differs slightly)
-    processor = AutoProcessor.from_pretrained(spec.source, backend="pil", **kwargs)
+    try:
+        model = classes[config.model_type].from_pretrained(spec.source, dtype=torch_dtype or "auto", **kwargs)
+        # the PIL backend: the torch-free runtime reproduces it bit for bit (torchvision's resize differs slightly)
+        processor = AutoProcessor.from_pretrained(spec.source, backend="pil", **kwargs)
+    except (OSError, ValueError) as e:  # no weights, truncated safetensors, a processor that does not load
+        raise ModelError(f"cannot load {spec.source}: {_first_line(e)}") from e
     return model, processor
+
+
+def _first_line(error: Exception) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__

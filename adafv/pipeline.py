@@ -76,6 +76,9 @@ class Reference:
     def prepare(self, image, prompt: str) -> Prepared:
         image = check_image(image)
         prompt = check_prompt(prompt)
+        placeholder = self.processor.tokenizer.convert_ids_to_tokens(self.loaded.image_token_id)
+        if placeholder in prompt:
+            raise InputError(f"the prompt must not contain the image placeholder {placeholder!r} itself")
         text = self.loaded.render_prompt(prompt)
         inputs = dict(self.processor(images=image, text=text, return_tensors="pt"))
         ids = inputs["input_ids"][0]  # (L,)
@@ -136,8 +139,10 @@ class Reference:
     @torch.no_grad()
     def run(self, image, prompt: str, config: AdaFVConfig, max_new_tokens: int = 32) -> dict[str, Any]:
         """Answer a question about an image; returns the JSON-ready result (text, kept positions, timings)."""
-        if max_new_tokens < 1:
-            raise InputError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+            raise InputError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
+        if not isinstance(config, AdaFVConfig):
+            raise InputError(f"config must be an adafv.AdaFVConfig, got {type(config).__name__}")
         t0 = time.perf_counter()
         prepared = self.prepare(image, prompt)
         t1 = time.perf_counter()

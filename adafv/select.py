@@ -4,7 +4,8 @@ Positions are crop-major: position `n*P + p` is patch `p` (raster order) of crop
 runs without Python loops over tokens or host syncs, and traces to ONNX with constant-K TopK only (no sort of
 data-dependent length, no boolean-mask indexing), so the very same code runs in PyTorch and inside the exported
 vision graph. The number of crops N may be symbolic (dynamic) while tracing: everything that depends on N is a
-mask, never a shape that TopK has to know.
+mask, never a shape that TopK has to know. Equal scores (a flat image gives many) are ordered by position, lowest
+first, in PyTorch and in the exported graph alike (see `_largest`).
 
 Two modes of the AdaFV rule (METHOD.md):
 
@@ -40,8 +41,21 @@ _BIG = float(2**23)  # sentinel for float32 keys of positions/indices: exact int
 
 
 def _smallest(key: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The k smallest entries of the last axis, ascending (a constant-K TopK)."""
+    """The k smallest entries of the last axis, ascending (a constant-K TopK). Only ever called on distinct keys."""
     return torch.topk(key, k, dim=-1, largest=False, sorted=True)
+
+
+def _largest(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k largest entries of the last axis, descending, **ties broken by index (lowest first)**.
+
+    That is what ONNX's TopK specifies, so the exported graph (traced: one constant-K TopK) and eager PyTorch agree
+    even on flat images, where many scores are exactly equal. Eager `torch.topk` leaves the order of ties
+    unspecified, so eager code takes a stable descending sort instead: the same rule, the same result.
+    """
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return torch.topk(x, k, dim=-1, largest=True, sorted=True)
+    values, index = torch.sort(x, dim=-1, descending=True, stable=True)
+    return values[..., :k], index[..., :k]
 
 
 def _compact(valid: torch.Tensor, k: int) -> torch.Tensor:
@@ -116,7 +130,7 @@ def _saliency_candidates(saliency: torch.Tensor, keep: int, quota: torch.Tensor,
     """
     B, N, P = saliency.shape
     per_crop = min(keep, P)  # constant K, whatever N is
-    values, local = torch.topk(saliency, per_crop, dim=-1, sorted=True)  # (B, N, per_crop)
+    values, local = _largest(saliency, per_crop)  # (B, N, per_crop)
     crop = torch.arange(N, device=saliency.device)  # (N,)
     offset = crop if legacy_offset else crop * P  # the released code's defect maps crop n to +n
     positions = local + offset[:, None]  # (B, N, per_crop)
@@ -137,7 +151,7 @@ def _paper(saliency: torch.Tensor, relevance: torch.Tensor, keep: int, legacy_of
     R = V - 2 * B0  # () remainder to split
     i = torch.arange(keep, device=dev)  # (keep,)
 
-    a, pos_t = torch.topk(relevance, keep, dim=-1, sorted=True)  # (B, keep) relevance list; first V used
+    a, pos_t = _largest(relevance, keep)  # (B, keep) relevance list; first V used
     c, pos_c = _saliency_candidates(saliency, keep, (2 * k).expand(N), legacy_offset)  # (B, keep); first V used
 
     # S1(j) = sum of a[B0 : B0+j]
@@ -148,7 +162,7 @@ def _paper(saliency: torch.Tensor, relevance: torch.Tensor, keep: int, legacy_of
 
     # L2 = c[B0:V] sorted descending, remembering the permutation
     in_l2 = (i >= B0) & (i < V)  # (keep,)
-    c2, perm = torch.topk(torch.where(in_l2, c, -torch.inf), keep, dim=-1, sorted=True)  # (B, keep)
+    c2, perm = _largest(torch.where(in_l2, c, -torch.inf), keep)  # (B, keep)
     pos_2 = _take(pos_c, perm)  # (B, keep)
     cum_2 = torch.cat([zero, torch.cumsum(torch.where(i < V - B0, c2, 0.0), -1)], -1)  # (B, keep+1)
     s2 = _take(cum_2, iclip(R - j, low=0).expand(B, -1))  # (B, keep+1) = S2(R - j)
@@ -180,7 +194,7 @@ def _exact(saliency: torch.Tensor, relevance: torch.Tensor, keep: int) -> torch.
     B0 = keep // 4
     L = keep - B0  # length of L1 and L2 before removing G
 
-    a, pos_t = torch.topk(relevance, keep, dim=-1, sorted=True)  # (B, keep)
+    a, pos_t = _largest(relevance, keep)  # (B, keep)
     c, pos_c = _saliency_candidates(saliency, keep, quota, legacy_offset=False)  # (B, keep)
 
     head = torch.ones((B, B0), dtype=torch.bool, device=dev)
@@ -198,7 +212,7 @@ def _exact(saliency: torch.Tensor, relevance: torch.Tensor, keep: int) -> torch.
     s1 = torch.cat([a.new_zeros((B, 1)), torch.cumsum(torch.where(ok1, val_1, 0.0), -1)], -1)  # (B, L+1)
 
     # L2: C[B0:] by saliency descending, without G, order kept
-    c_sorted, perm = torch.topk(c[:, B0:], L, dim=-1, sorted=True)  # (B, L)
+    c_sorted, perm = _largest(c[:, B0:], L)  # (B, L)
     p_sorted = _take(pos_c[:, B0:], perm)
     v2 = _take(in_g, p_sorted) == 0
     order2 = _compact(v2, L)
@@ -331,7 +345,7 @@ def fastervlm_positions(saliency: torch.Tensor, relevance: torch.Tensor | None, 
 
 def text_positions(saliency: torch.Tensor, relevance: torch.Tensor, keep: int) -> torch.Tensor:
     """Relevance only: the keep positions with the highest text-to-image relevance, ascending. Traceable."""
-    _, pos = torch.topk(relevance.float(), keep, dim=-1, sorted=True)  # (B, keep)
+    _, pos = _largest(relevance.float(), keep)  # (B, keep)
     return _smallest(pos.float(), keep)[0].long()
 
 
@@ -340,7 +354,7 @@ def random_positions(saliency: torch.Tensor, relevance: torch.Tensor | None, kee
     B, N, P = saliency.shape
     generator = torch.Generator(device="cpu").manual_seed(seed)
     noise = torch.rand((B, N * P), generator=generator).to(saliency.device)  # (B, NP)
-    _, pos = torch.topk(noise, keep, dim=-1)
+    _, pos = _largest(noise, keep)
     return _smallest(pos.float(), keep)[0].long()
 
 

@@ -138,25 +138,56 @@ def cmd_demo(args) -> int:
     return run_demo(model=args.model, keep=args.keep)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit code 2) instead of a usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _checked(kind, name: str, ok, rule: str):
+    """An argparse type: parse with `kind`, then require `ok(value)`; the message says the rule and the value."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{rule}, got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"{rule}, got {text}")
+        return value
+
+    parse.__name__ = name
+    return parse
+
+
+POSITIVE = _checked(int, "positive", lambda v: v >= 1, "must be an integer >= 1")
+NON_NEGATIVE = _checked(int, "non_negative", lambda v: v >= 0, "must be an integer >= 0")
+TEMPERATURE = _checked(float, "temperature", lambda v: 0 <= v < 1e6, "must be a number >= 0 (0 = greedy)")
+TOP_P = _checked(float, "top_p", lambda v: 0 < v <= 1, "must be a number in (0, 1]")
+MAX_TEXT = _checked(int, "max_text", lambda v: 1 <= v <= 8192, "must be an integer in 1..8192")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="adafv", description="AdaFV visual-token selection for fast VLMs")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="adafv", description="AdaFV visual-token selection for fast VLMs")
+    parser.add_argument("--version", action="version", version=f"adafv {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = sub.add_parser("run", help="answer a question about an image (a model name/path, or a bundle)")
     run.add_argument("model", help="registered name, checkpoint directory, or bundle directory (engines/...)")
     run.add_argument("--image", required=True, help="image file")
     run.add_argument("--prompt", required=True, help="the question")
-    run.add_argument("--keep", type=int, help="visual tokens to keep (a bundle has its own)")
+    run.add_argument("--keep", type=POSITIVE, help="visual tokens to keep (a bundle has its own)")
     run.add_argument("--method", default="adafv", choices=["adafv", "fastervlm", "text", "random", "full"])
     run.add_argument("--mode", default="exact", choices=["exact", "paper"])
     run.add_argument("--legacy-offset", action="store_true", help="paper mode: reproduce the released code's defect")
-    run.add_argument("--seed", type=int, default=0, help="seed of the random baseline / of sampling")
-    run.add_argument("--max-new-tokens", type=int, default=32)
+    run.add_argument("--seed", type=NON_NEGATIVE, default=0, help="seed of the random baseline / of sampling")
+    run.add_argument("--max-new-tokens", type=POSITIVE, default=32)
     run.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], help="weights dtype (default: checkpoint)")
     run.add_argument("--json", action="store_true", help="print one JSON object")
     run.add_argument("--stream", action="store_true", help="print tokens as they come (bundles)")
-    run.add_argument("--temperature", type=float, default=0.0, help="bundles: 0 = greedy")
-    run.add_argument("--top-p", type=float, default=1.0, help="bundles: nucleus sampling mass")
+    run.add_argument("--temperature", type=TEMPERATURE, default=0.0, help="bundles: 0 = greedy")
+    run.add_argument("--top-p", type=TOP_P, default=1.0, help="bundles: nucleus sampling mass")
     run.add_argument(
         "--engine", default="auto", choices=["auto", "onnxruntime", "tensorrt"], help="bundles: vision engine"
     )
@@ -170,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     engine = sub.add_parser("engine", help="build a bundle: ONNX vision graph (+ TensorRT engine) and int4 LLM")
     engine.add_argument("model", help="registered name or checkpoint directory")
-    engine.add_argument("--keep", type=int, required=True, help="visual tokens the engine keeps (fixed)")
+    engine.add_argument("--keep", type=POSITIVE, required=True, help="visual tokens the engine keeps (fixed)")
     engine.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"], help="vision engine")
     engine.add_argument("--llm-precision", default="int4", choices=["int4", "fp32"])
     engine.add_argument("--method", default="adafv", choices=["adafv", "fastervlm", "text"])
@@ -181,8 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["auto", "cpu", "cuda"],
         help="what the LLM is built for: cpu, or cuda (desktop GPUs, Jetson); auto = cuda with onnxruntime-gpu",
     )
-    engine.add_argument("--max-crops", type=int, help="largest crop count the engine accepts (default: the model's)")
-    engine.add_argument("--max-text", type=int, default=256, help="longest text after the image, in tokens")
+    engine.add_argument(
+        "--max-crops", type=POSITIVE, help="largest crop count the engine accepts (default: the model's)"
+    )
+    engine.add_argument("--max-text", type=MAX_TEXT, default=256, help="longest text after the image, in tokens")
     engine.add_argument(
         "--out",
         type=Path,
@@ -195,8 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="time each stage side by side: baseline vs adafv, in one run")
     bench.add_argument("--model", default="tiny-llava-next")
-    bench.add_argument("--keep", type=int, default=64)
-    bench.add_argument("--repeats", type=int, default=5)
+    bench.add_argument("--keep", type=POSITIVE, default=64)
+    bench.add_argument("--repeats", type=POSITIVE, default=5)
     bench.set_defaults(func=cmd_bench)
 
     doctor = sub.add_parser("doctor", help="what this environment can run (and a bundle: on what, and why)")
@@ -209,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="answer a question about a real photo with the offline default model")
     demo.add_argument("--model", default=None)
-    demo.add_argument("--keep", type=int, default=None)
+    demo.add_argument("--keep", type=POSITIVE, default=None)
     demo.set_defaults(func=cmd_demo)
     return parser
 
@@ -241,6 +274,20 @@ def main(argv: list[str] | None = None) -> int:
     except (AdafvError, RuntimeFailure) as e:
         print(f"adafv: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # a build cleans up on its way out (its partial folder, the LLM builder)
+        print("adafv: interrupted", file=sys.stderr)
+        return 130
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("adafv")
+    except metadata.PackageNotFoundError:
+        import adafv
+
+        return adafv.__version__
 
 
 if __name__ == "__main__":

@@ -11,9 +11,10 @@
                                for the target: -e cpu (fp32 I/O) or -e cuda (fp16 I/O and KV cache))
       tokenizer/               tokenizer.json and config
 
-Everything is written into a hidden temporary directory next to the target and renamed into place at the end: an
-interrupted build leaves nothing that loads. Before that rename, the build verifies everything it wrote: the TensorRT
-lint and ONNX Runtime parity of the vision graph (and of its FP16 variant), and the decoder against the PyTorch LM.
+Everything is written into a hidden partial folder next to the target and swapped into place at the end (atomic.py):
+an interrupted build leaves nothing that loads, and the target is never left half old, half new, or missing. Before
+the swap, the build verifies everything it wrote: the TensorRT lint and ONNX Runtime parity of the vision graph (and
+of its FP16 variant), and the decoder against the PyTorch LM.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from adafv.runtime import manifest as bundle_format
 from adafv.runtime.errors import BundleError
 from adafv.runtime.providers import TARGET_PROVIDERS, TARGETS
 
+from .atomic import partial_dir, remove_stale, swap_into_place
 from .checks import LintError, ParityCase, check_parity, overlap, polygraphy_lint, trt_lint
 from .errors import BuildError
 from .graph import GraphShapes, VisionGraph, check_keep, export_onnx
@@ -279,13 +281,15 @@ def build(config: EngineConfig, out: Path | None = None, force: bool = False, pr
         if steps.console is not None:
             steps.console.print(f"[green]up to date[/]: {out} (use --force to rebuild)")
         return BuildResult(out, reused, True, time.perf_counter() - start)
+    remove_stale(out)  # what killed builds of this target left behind
     loaded = steps.run(f"load {spec.name}", load, config.model)
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    tmp = partial_dir(out)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
         manifest = _write_bundle(config, loaded, shapes, tmp, key, steps)
-        _swap_into_place(tmp, out)
+        check_out(out)  # again: the target may have changed during the build
+        swap_into_place(tmp, out)
     except BaseException:  # KeyboardInterrupt included: leave nothing half-written behind
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -312,17 +316,6 @@ def _reusable(out: Path, key: str) -> dict:
     except BundleError as e:
         raise BuildError(f"{e}; use --force to rebuild it") from e
     return manifest
-
-
-def _swap_into_place(tmp: Path, out: Path) -> None:
-    check_out(out)  # again: the target may have changed during the build
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        out.rename(old)
-    tmp.rename(out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _write_bundle(config, loaded: LoadedModel, shapes: GraphShapes, root: Path, key: str, steps: _Steps) -> dict:
@@ -447,8 +440,7 @@ def _write_bundle(config, loaded: LoadedModel, shapes: GraphShapes, root: Path, 
         "timings_s": steps.times,
     }
     manifest["files"] = bundle_format.file_table(root)
-    bundle_format.write_manifest(root, manifest)
-    return manifest
+    return bundle_format.write_manifest(root, manifest)
 
 
 def _session(path: Path):

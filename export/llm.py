@@ -47,9 +47,25 @@ def causal_lm(model):
     return lm.eval()
 
 
+# Runs the builder so that it dies with us, even by SIGKILL: on Linux the child asks the kernel for SIGKILL when its
+# parent goes (prctl PR_SET_PDEATHSIG), then checks the parent did not go before that; elsewhere it just runs.
+_LAUNCH = """
+import ctypes, os, runpy, signal, sys
+parent = int(sys.argv.pop(1))
+try:
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+except (OSError, AttributeError):
+    pass
+if os.getppid() != parent:
+    sys.exit(1)
+sys.argv[0] = "builder"
+runpy.run_module("onnxruntime_genai.models.builder", run_name="__main__", alter_sys=True)
+"""
+
+
 def builder_command(hf_dir: Path, out_dir: Path, cache: Path, precision: str, target: str) -> list[str]:
     return [
-        sys.executable, "-m", "onnxruntime_genai.models.builder",
+        sys.executable, "-c", _LAUNCH, str(os.getpid()),
         "-i", str(hf_dir), "-o", str(out_dir), "-p", precision, "-e", target, "-c", str(cache),
         "--extra_options", "exclude_embeds=true", "prune_lm_head=true",
     ]  # fmt: skip
@@ -145,8 +161,8 @@ def verify_decoder(model, root: Path, llm: dict, table: np.ndarray, prompts: lis
         logits: list[np.ndarray] = []
         try:
             got = decoder.generate(embeds, table, set(), steps, Sampler(), on_logits=logits.append).tokens
-        except Exception as e:
-            raise LLMExportError(f"the decoder does not run in ONNX Runtime: {_cause(str(e))}") from e
+        except RuntimeFailure as e:
+            raise LLMExportError(f"the decoder does not run in ONNX Runtime: {e}") from e
         if not all(np.isfinite(x.astype(np.float32)).all() for x in logits):
             raise LLMExportError("the decoder returns NaN or infinite logits in ONNX Runtime")
         want, want_logits = _torch_greedy(lm, embeds, table, steps)

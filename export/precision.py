@@ -54,14 +54,15 @@ def dedupe_casts(model) -> int:
     return removed
 
 
-def to_fp16(src: Path, dst: Path) -> dict:
-    """Write the mixed-precision graph `dst` (+ `dst.data`) from the FP32 graph `src`; inputs/outputs stay FP32."""
+def to_fp16(src: Path, dst: Path, keep32: list[str] | None = None) -> dict:
+    """Write the mixed-precision graph `dst` (+ `dst.data`) from the FP32 graph `src`; inputs/outputs keep their
+    types. `keep32`: the nodes that stay FP32 (default `fp32_nodes`: the pixel table, selection and LayerNorms)."""
     import onnx
     import onnx_graphsurgeon as gs
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     model = onnx.load(str(src))
-    keep32 = fp32_nodes(model)
+    keep32 = fp32_nodes(model) if keep32 is None else keep32
     half = convert_float_to_float16(model, keep_io_types=True, node_block_list=keep32, disable_shape_infer=False)
     merged = dedupe_casts(half)
     metadata = {n.name: list(n.metadata_props) for n in half.graph.node}

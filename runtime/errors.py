@@ -19,3 +19,13 @@ class BundleError(RuntimeFailure, ValueError):
 
 class OptionError(RuntimeFailure, ValueError):
     """A generation option is out of range (temperature, top_p, seed, max_new_tokens)."""
+
+
+class EngineError(RuntimeFailure):
+    """ONNX Runtime (or TensorRT) failed while running a graph of the bundle (out of memory, a kernel error)."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first non-empty line of an exception's message (ONNX Runtime's can run to many lines)."""
+    lines = [line for line in str(error).strip().splitlines() if line.strip()]
+    return lines[0].strip() if lines else type(error).__name__

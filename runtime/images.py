@@ -1,7 +1,9 @@
 """Decode an image file into an RGB PIL image, with a clear error for everything that cannot be one.
 
-Transparency is composited onto white and every other mode (palette, CMYK, 16-bit, grayscale) converted to RGB,
-as transformers' `convert_to_rgb` does, so the runtime and the HF processor see the same pixels.
+Transparency is composited onto white and palette, CMYK and grayscale images are converted to RGB, as transformers'
+`convert_to_rgb` does, so the runtime and the HF processor see the same pixels. 16-bit (and 32-bit integer)
+grayscale is scaled to 8 bits first: transformers' own conversion (PIL's) clips such values at 255, which turns most
+16-bit images white.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from pathlib import Path
 
 from .errors import ImageError
 
-MAX_PIXELS = 64_000_000  # larger images are decoded at a reduced size where the format allows, else refused
+MAX_PIXELS = 64_000_000  # larger images are refused from their header, before decoding
 
 
 def to_rgb(image):
@@ -53,15 +55,11 @@ def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS):
             width, height = im.size
             if width < 1 or height < 1:
                 raise ImageError(f"image has no pixels ({width}x{height}): {p}")
-            if width * height > max_pixels:
-                if im.format == "JPEG":  # decode at 1/2, 1/4 or 1/8 scale: memory stays bounded
-                    scale = (width * height / max_pixels) ** 0.5
-                    im.draft("RGB", (int(width / scale), int(height / scale)))
-                if im.size[0] * im.size[1] > max_pixels:
-                    raise ImageError(
-                        f"image is too large to decode safely: {width}x{height} = {width * height / 1e6:.0f} MP "
-                        f"(limit {max_pixels / 1e6:.0f} MP): {p}"
-                    )
+            if width * height > max_pixels:  # refused from the header, before any pixel is decoded
+                raise ImageError(
+                    f"image is too large to decode safely: {width}x{height} = {width * height / 1e6:.0f} MP "
+                    f"(limit {max_pixels / 1e6:.0f} MP): {p}"
+                )
             im.load()
             return to_rgb(im)
     except ImageError:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import BundleError, OptionError, PromptError
+from .errors import BundleError, EngineError, OptionError, PromptError, first_line
 
 _DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
            "tensor(int32)": np.int32, "tensor(uint8)": np.uint8}  # fmt: skip
@@ -93,7 +93,7 @@ class Decoder:
         try:
             self.session = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as e:  # ONNX Runtime refusing the graph: too old, or an op it lacks
-            raise BundleError(f"ONNX Runtime {ort.__version__} cannot load {path}: {_first_line(e)}") from e
+            raise BundleError(f"ONNX Runtime {ort.__version__} cannot load {path}: {first_line(e)}") from e
         self.layers = llm["num_layers"]
         self.kv_heads = llm["num_kv_heads"]
         self.head_size = llm["head_size"]
@@ -158,7 +158,10 @@ class Decoder:
         for step in range(max_new_tokens):
             total = length + len(tokens)
             binding.bind_input("attention_mask", device, 0, self.mask_dtype.type, [1, total], mask.data_ptr())
-            self.session.run_with_iobinding(binding)
+            try:
+                self.session.run_with_iobinding(binding)
+            except Exception as e:
+                raise EngineError(f"ONNX Runtime failed running the decoder: {first_line(e)}") from e
             logits = binding.get_outputs()[0].numpy()  # (1, 1, V): prune_lm_head leaves the last position only
             logits_bytes = logits.nbytes
             if step == 0:
@@ -188,7 +191,3 @@ class Decoder:
             kv_cache_bytes=2 * self.layers * int(np.prod(kv_shape)) * self.kv_dtype.itemsize,
         )
 
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__

@@ -13,6 +13,37 @@ from .errors import BundleError
 FORMAT = "adafv-bundle"
 FORMAT_VERSION = 2  # 2: uint8 pixels into the vision graph, a build target, a pruned LM head
 MANIFEST = "manifest.json"
+DIGEST = "manifest_sha256"  # covers every other field: an edited manifest is refused, not trusted
+# nested fields the runtime reads, with their types: a manifest without one is refused with its name
+SCHEMA = {
+    "model.name": str,
+    "selection.keep": int,
+    "selection.method": str,
+    "selection.mode": str,
+    "vision.files.fp32": str,
+    "vision.inputs": dict,
+    "vision.outputs": dict,
+    "vision.crops": list,
+    "vision.max_text": int,
+    "vision.patches_per_crop": int,
+    "vision.hidden_size": int,
+    "preprocess.kind": str,
+    "prompt.before": str,
+    "prompt.after": str,
+    "prompt.image_token": str,
+    "prompt.image_token_id": int,
+    "tokenizer.dir": str,
+    "tokenizer.eos_token_ids": list,
+    "embed.file": str,
+    "llm.dir": str,
+    "llm.file": str,
+    "llm.num_layers": int,
+    "llm.num_kv_heads": int,
+    "llm.head_size": int,
+    "llm.max_length": int,
+    "llm.inputs": dict,
+    "llm.outputs": dict,
+}
 REQUIRED = (
     "format",
     "format_version",
@@ -43,11 +74,32 @@ def file_table(root: Path) -> dict[str, dict[str, Any]]:
     return table
 
 
-def write_manifest(root: Path, manifest: dict[str, Any]) -> None:
-    """Write manifest.json (the last file of a bundle: a directory without it never loads)."""
+def digest(manifest: dict[str, Any]) -> str:
+    """sha256 of the manifest's canonical JSON, without the digest field itself."""
+    body = {k: v for k, v in manifest.items() if k != DIGEST}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def write_manifest(root: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Write manifest.json with its digest (the last file of a bundle: a directory without it never loads); returns
+    the manifest as written."""
+    manifest = {**manifest, DIGEST: digest(manifest)}
     tmp = root / (MANIFEST + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True))
     tmp.replace(root / MANIFEST)
+    return manifest
+
+
+def hidden_siblings(root: Path) -> list[tuple[Path, int]]:
+    """The folders builds of `root` write beside it, `.<name>.partial-<pid>` and `.<name>.old-<pid>`, with the pid."""
+    found = []
+    if not root.parent.is_dir():
+        return found
+    for path in root.parent.glob(f".{root.name}.*-*"):
+        kind, _, pid = path.name[len(root.name) + 2 :].partition("-")
+        if kind in ("partial", "old") and pid.isdigit() and path.is_dir():
+            found.append((path, int(pid)))
+    return found
 
 
 def read_manifest(root: str | Path) -> dict[str, Any]:
@@ -55,6 +107,13 @@ def read_manifest(root: str | Path) -> dict[str, Any]:
     root = Path(root)
     path = root / MANIFEST
     if not root.is_dir():
+        complete = [p for p, _ in hidden_siblings(root) if (p / MANIFEST).is_file()]
+        if complete:  # a build died while swapping the new bundle in: both bundles are there, hidden
+            names = " or ".join(str(p) for p in sorted(complete))
+            raise BundleError(
+                f"bundle directory not found: {root}; a build was interrupted while replacing it, and a complete "
+                f"bundle survives at {names}: rename it to {root.name} (or rebuild)"
+            )
         raise BundleError(f"bundle directory not found: {root}")
     if not path.is_file():
         raise BundleError(f"{root} is not a bundle: {MANIFEST} is missing (an interrupted build leaves none)")
@@ -73,6 +132,17 @@ def read_manifest(root: str | Path) -> dict[str, Any]:
     missing = [k for k in REQUIRED if k not in manifest]
     if missing:
         raise BundleError(f"{path} lacks {', '.join(missing)}")
+    if manifest.get(DIGEST) != digest(manifest):
+        raise BundleError(
+            f"{path} was edited or damaged (its checksum does not match its contents); a manifest is written by "
+            "the build and describes the graphs it built: rebuild with `adafv engine ... --force`"
+        )
+    for dotted, kind in SCHEMA.items():
+        value: Any = manifest
+        for key in dotted.split("."):
+            value = value.get(key) if isinstance(value, dict) else None
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise BundleError(f"{path}: the field {dotted} is missing or not a {kind.__name__}")
     return manifest
 
 

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from . import manifest as bundle_format
-from .errors import BundleError, ImageError, OptionError, PromptError
+from .errors import BundleError, EngineError, ImageError, OptionError, PromptError, first_line
 from .llm import Decoder, Sampler, session_dtype
 from .preprocess import preprocess
 from .providers import GPU_PROVIDERS, best_providers, target_mismatch
@@ -66,6 +66,8 @@ class Pipeline:
         `verify=False` skips the sha256 of every file (sizes are always checked). `providers`: default, those that
         really work here (TensorRT, CUDA, CPU). `warmup`: run the vision graph (every crop count) and a prefill
         once now, so the first question costs what every later one does; None = where a session runs on a GPU."""
+        if not isinstance(bundle, (str, Path)):
+            raise BundleError(f"a bundle is a folder path, got {type(bundle).__name__}")
         root = Path(bundle)
         m = bundle_format.read_manifest(root)
         if engine not in ENGINES:
@@ -329,13 +331,37 @@ class _OrtVision:
         try:
             self.session = ort.InferenceSession(str(path), providers=vision_providers(providers, manifest))
         except Exception as e:  # ONNX Runtime refusing the graph (too old for its opset, a converter's defect)
-            text = str(e).strip().splitlines()
-            raise BundleError(f"ONNX Runtime {ort.__version__} cannot load {path}: {text[0] if text else e}") from e
+            raise BundleError(f"ONNX Runtime {ort.__version__} cannot load {path}: {first_line(e)}") from e
         self.dtypes = {i.name: session_dtype(i) for i in self.session.get_inputs()}
+        _check_graph(path, self.session, manifest)
 
     def run(self, feeds):
-        tokens, positions = self.session.run(["kept_tokens", "kept_positions"], feeds)
+        try:
+            tokens, positions = self.session.run(["kept_tokens", "kept_positions"], feeds)
+        except Exception as e:
+            raise EngineError(f"ONNX Runtime failed running the vision graph: {first_line(e)}") from e
         return tokens, positions
+
+
+def _check_graph(path: Path, session, manifest: dict[str, Any]) -> None:
+    """The graph's declared shapes must be what the manifest says: `keep` and `D` on the static outputs, uint8
+    pixels of the crop side, text embeddings of width D. A graph from another build fails here, not silently."""
+    m = manifest["vision"]
+    outputs = {o.name: o.shape for o in session.get_outputs()}
+    inputs = {i.name: (i.shape, i.type) for i in session.get_inputs()}
+    keep, dim = manifest["selection"]["keep"], m["hidden_size"]
+    problems = []
+    if outputs.get("kept_tokens") != [keep, dim] or outputs.get("kept_positions") != [keep]:
+        problems.append(f"its outputs are {outputs}, the manifest says keep={keep} and D={dim}")
+    pixels = inputs.get("pixel_values")
+    side = m["inputs"]["pixel_values"]["shape"][2:]
+    if pixels is None or pixels[1] != "tensor(uint8)" or pixels[0][1:] != [3, *side]:
+        problems.append(f"its pixel input is {pixels}, the manifest says uint8 (crops, 3, {side[0]}, {side[1]})")
+    text = inputs.get("text_embeds")
+    if text is None or text[0][-1] != dim:
+        problems.append(f"its text input is {text}, the manifest says width {dim}")
+    if problems:
+        raise BundleError(f"{path} does not match the bundle's manifest: " + "; ".join(problems))
 
 
 class _Detokenizer:

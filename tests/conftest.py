@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny models (built once per session), real photos shipped with scikit-image."""
+"""Shared fixtures: tiny models and bundles (each built once per session), real photos shipped with scikit-image."""
 
 from __future__ import annotations
 
@@ -6,9 +6,14 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# the same examples on every run and machine, and no example database written into the checkout
+settings.register_profile("adafv", derandomize=True, database=None, deadline=None)
+settings.load_profile("adafv")
 
 PHOTOS = ["astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg"]
 
@@ -38,3 +43,25 @@ def tiny_llava():
     from adafv.pipeline import Reference
 
     return Reference.load("tiny-llava")
+
+
+@pytest.fixture(scope="session")
+def make_bundle(tmp_path_factory):
+    """`make_bundle(model, keep, ...)` -> BuildResult, built once per session and shared by every test that asks for
+    the same settings (tests that damage a bundle copy it first). The target is explicit, so the GPU environment
+    builds the same bundles as the CPU one."""
+    from adafv import AdaFVConfig
+    from adafv.export.bundle import EngineConfig, build
+
+    root = tmp_path_factory.mktemp("bundles")
+    built = {}
+
+    def make(model="tiny-llava-next", keep=64, mode="exact", precision="fp32", llm="int4", target="cpu"):
+        key = (model, keep, mode, precision, llm, target)
+        if key not in built:
+            config = EngineConfig(model, AdaFVConfig(keep=keep, mode=mode), precision=precision, llm_precision=llm,
+                                  target=target)  # fmt: skip
+            built[key] = build(config, out=root / "-".join(map(str, key)), progress=False)
+        return built[key]
+
+    return make

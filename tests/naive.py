@@ -8,7 +8,8 @@ from __future__ import annotations
 
 
 def _desc(values, positions):
-    """Sort (value, position) pairs by value descending (ties are avoided by the callers' distinct values)."""
+    """Sort (value, position) pairs by value descending; ties keep their order (Python's sort is stable): the lowest
+    position first."""
     return sorted(zip(values, positions), key=lambda vp: -vp[0])
 
 
@@ -69,3 +70,13 @@ def exact(saliency: list[list[float]], relevance: list[float], keep: int) -> lis
             best, choice = value, (first, picks)
     first, picks = choice
     return sorted(G | {p for _, p in first} | {p for _, p in picks})
+
+
+def baseline(method: str, saliency: list[list[float]], relevance: list[float], keep: int) -> list[int]:
+    """fastervlm: each crop's most salient patches, floor(keep/N) each, one more for the first keep mod N crops;
+    text: the keep most relevant positions. Ties by position, lowest first."""
+    N, P = len(saliency), len(saliency[0])
+    if method == "text":
+        return sorted(p for _, p in _desc(relevance, range(N * P))[:keep])
+    quota = [keep // N + (1 if n < keep % N else 0) for n in range(N)]
+    return sorted(n * P + p for n in range(N) for _, p in _desc(saliency[n], range(P))[: quota[n]])

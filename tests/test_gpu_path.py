@@ -16,8 +16,6 @@ import numpy as np
 import onnx
 import pytest
 
-from adafv import AdaFVConfig
-from adafv.export.bundle import EngineConfig, build
 from adafv.export.checks import overlap, trt_lint
 from adafv.runtime import Pipeline, load_image
 from tests.conftest import photo_path
@@ -28,16 +26,13 @@ IMAGES = ["astronaut.png", "rocket.jpg", "coffee.png"]
 
 
 @pytest.fixture(scope="module")
-def cuda_fp16(tmp_path_factory):
-    out = tmp_path_factory.mktemp("gpu") / "next-k64-fp16-cuda"
-    config = EngineConfig("tiny-llava-next", AdaFVConfig(keep=64), precision="fp16", target="cuda")
-    return build(config, out=out, progress=False)
+def cuda_fp16(make_bundle):
+    return make_bundle("tiny-llava-next", 64, precision="fp16", target="cuda")
 
 
 @pytest.fixture(scope="module")
-def cpu_fp32(tmp_path_factory):
-    out = tmp_path_factory.mktemp("gpu") / "next-k64-fp32-cpu"
-    return build(EngineConfig("tiny-llava-next", AdaFVConfig(keep=64), target="cpu"), out=out, progress=False)
+def cpu_fp32(make_bundle):
+    return make_bundle("tiny-llava-next", 64, target="cpu")
 
 
 def _io(path: Path) -> dict[str, int]:

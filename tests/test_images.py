@@ -66,13 +66,32 @@ def png_header_only(path, width, height):
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
 
 
-@pytest.mark.parametrize("size", [(20000, 20000), (9000, 9000)])
-def test_huge_image_is_refused_before_decoding(tmp_path, size):
-    import time
+def jpeg_header_claiming(path, width, height):
+    """A small real JPEG whose frame header (SOF0) is rewritten to claim width x height."""
+    import io
+    import struct
 
-    path = tmp_path / "huge.png"
-    png_header_only(path, *size)
-    start = time.perf_counter()
-    with pytest.raises(ImageError, match="too large"):
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), (10, 20, 30)).save(buffer, "JPEG")
+    data = bytearray(buffer.getvalue())
+    sof = data.index(b"\xff\xc0")  # marker, length (2), precision (1), height (2), width (2)
+    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("kind, size", [("png", (20000, 20000)), ("png", (9000, 9000)), ("jpg", (9000, 9000))])
+def test_huge_image_is_refused_from_its_header(tmp_path, monkeypatch, kind, size):
+    from PIL import ImageFile
+
+    path = tmp_path / f"huge.{kind}"
+    (png_header_only if kind == "png" else jpeg_header_claiming)(path, *size)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)  # PIL's own bomb check aside: ours must refuse
+    with Image.open(path) as im:
+        assert im.size == size  # what the header claims
+
+    def no_decoding(self):
+        raise AssertionError("decoded pixels of an image that was too large")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
+    with pytest.raises(ImageError, match="too large to decode safely: 9000x9000|too large.*20000x20000"):
         load_image(path)
-    assert time.perf_counter() - start < 2

@@ -46,13 +46,30 @@ def test_reading_order_matches_llava_next_packing():
     assert kept == sorted(kept, key=rank.get) and got[-1] == -1
 
 
-def test_kept_tokens_reach_the_llm_in_reading_order(tiny_next, photos):
-    prepared = tiny_next.prepare(photos["astronaut.png"], "What is in the picture?")
-    tokens, saliency, relevance = tiny_next.scores(prepared)
+def test_kept_tokens_reach_the_llm_in_reading_order(tiny_next, photos, monkeypatch):
+    """What the LLM receives, captured at the call: the kept tokens ordered as LLaVA-NeXT's own packing orders the
+    patches (base view raster, then the stitched high-resolution grid in global raster order), written out here from
+    the packing itself, not from `reading_order`."""
+    image, prompt = photos["astronaut.png"], "What is in the picture?"
+    prepared = tiny_next.prepare(image, prompt)
+    tokens, _, _ = tiny_next.scores(prepared)
     N, P, D = tokens.shape
-    result = tiny_next.run(photos["astronaut.png"], "What is in the picture?", AdaFVConfig(keep=40), max_new_tokens=4)
-    positions = select("adafv", saliency[None], relevance[None], 40)
-    assert result["kept_positions"] == positions[0].tolist()
+    rows, cols = prepared.grid
+    side = int(P**0.5)
+    seen = {}
+    original = tiny_next.generate
+
+    def capture(prepared, visual_embeds, max_new_tokens):
+        seen["visual"] = visual_embeds
+        return original(prepared, visual_embeds, max_new_tokens)
+
+    monkeypatch.setattr(tiny_next, "generate", capture)
+    result = tiny_next.run(image, prompt, AdaFVConfig(keep=40), max_new_tokens=4)
+    kept = set(result["kept_positions"])
+    crop_major = torch.arange(N * P)
+    packing = torch.cat([crop_major[:P], crop_major[P:].view(rows, cols, side, side).permute(0, 2, 1, 3).reshape(-1)])
+    order = [p for p in packing.tolist() if p in kept]  # the stock order, restricted to the kept positions
+    assert torch.equal(seen["visual"], tokens.reshape(N * P, D)[order])
     assert result["num_kept"] == 40 and result["num_visual_tokens"] == N * P == 320 and result["grid"] == [2, 2]
 
 
@@ -116,6 +133,16 @@ def test_bad_prompt_and_image(tiny_next, photos):
         tiny_next.run("coffee.png", "What?", AdaFVConfig(keep=8))
     with pytest.raises(InputError, match="max_new_tokens"):
         tiny_next.run(photos["coffee.png"], "What?", AdaFVConfig(keep=8), max_new_tokens=0)
+    for bad in (None, np.zeros((8, 8, 3), np.uint8), Image.new("RGB", (0, 0))):
+        with pytest.raises(InputError, match="PIL.Image|empty"):
+            tiny_next.run(bad, "What?", AdaFVConfig(keep=8))
+    for kwargs in (dict(max_new_tokens=1.5), dict(max_new_tokens=True)):
+        with pytest.raises(InputError, match="max_new_tokens must be an integer"):
+            tiny_next.run(photos["coffee.png"], "What?", AdaFVConfig(keep=8), **kwargs)
+    with pytest.raises(InputError, match="image placeholder"):
+        tiny_next.run(photos["coffee.png"], "What is <image>?", AdaFVConfig(keep=8))
+    with pytest.raises(InputError, match="AdaFVConfig"):
+        tiny_next.run(photos["coffee.png"], "What?", {"keep": 8})
 
 
 def test_paper_mode_and_baselines_run(tiny_next, photos):

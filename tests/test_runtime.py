@@ -12,7 +12,6 @@ import pytest
 from PIL import Image
 
 from adafv import AdaFVConfig
-from adafv.export.bundle import EngineConfig, build
 from adafv.runtime import BundleError, Pipeline, PromptError, load_image
 from adafv.runtime import manifest as bundle_format
 from adafv.runtime.errors import OptionError
@@ -20,11 +19,11 @@ from tests.conftest import photo_path
 
 PROMPTS = ["What is in the picture?", "Where is the rocket?", "Describe the colors."]
 IMAGES = ["astronaut.png", "rocket.jpg"]
+INT4_AGREEMENT = 0.30  # measured: 36% (26 of 72, README); random weights are fragile under int4
 
 
 @pytest.fixture(scope="module")
-def bundles(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bundles")
+def bundles(make_bundle):
     out = {}
     for name, keep, mode, llm in [
         ("tiny-llava-next", 64, "exact", "fp32"),
@@ -32,8 +31,7 @@ def bundles(tmp_path_factory):
         ("tiny-llava", 32, "exact", "fp32"),
         ("tiny-llava-next", 40, "paper", "fp32"),
     ]:
-        config = EngineConfig(name, AdaFVConfig(keep=keep, mode=mode), llm_precision=llm)
-        out[(name, mode, llm)] = build(config, out=root / f"{name}-{mode}-{llm}", progress=False).path
+        out[(name, mode, llm)] = make_bundle(name, keep, mode=mode, llm=llm).path
     return out
 
 
@@ -59,17 +57,19 @@ def test_int4_bundle_keeps_the_same_positions_and_reports_token_agreement(bundle
     fp32 = Pipeline.load(bundles[("tiny-llava-next", "exact", "fp32")])
     int4 = Pipeline.load(bundles[("tiny-llava-next", "exact", "int4")])
     assert int4.manifest["embed"]["dtype"] == "float16" and int4.manifest["llm"]["precision"] == "int4"
-    agreement = []
+    same = positions = 0
     for name in IMAGES:
         for prompt in PROMPTS:
-            a = fp32.run(photos[name], prompt, max_new_tokens=12)
-            b = int4.run(photos[name], prompt, max_new_tokens=12)
-            assert a["kept_positions"] == b["kept_positions"]
-            agreement.append(np.mean([x == y for x, y in zip(a["tokens"], b["tokens"])]) if a["tokens"] else 1.0)
-    share = float(np.mean(agreement))
+            ra = fp32.run(photos[name], prompt, max_new_tokens=12)
+            rb = int4.run(photos[name], prompt, max_new_tokens=12)
+            assert ra["kept_positions"] == rb["kept_positions"]
+            a, b = ra["tokens"], rb["tokens"]
+            same += sum(x == y for x, y in zip(a, b))  # position by position; a shorter answer misses the rest
+            positions += max(len(a), len(b))
+    share = same / max(positions, 1)
     record_property("int4_vs_fp32_token_agreement", share)
-    print(f"int4 vs fp32 greedy token agreement (random-weight tiny-llava-next): {share:.0%}")
-    assert share > 0.2  # random weights are fragile under int4; a trained model is measured by `make bench`
+    print(f"int4 vs fp32 greedy token agreement (random-weight tiny-llava-next): {share:.0%} of {positions}")
+    assert positions > 0 and share >= INT4_AGREEMENT  # the README states this measured share
 
 
 def test_streaming_sends_the_answer_piece_by_piece(bundles, photos):
@@ -154,6 +154,8 @@ def test_tensorrt_plan_for_another_version_or_gpu(broken, monkeypatch):
     import adafv.runtime.trt as trt
 
     manifest = bundle_format.read_manifest(broken)
+    manifest["vision"]["engines"] = []  # as built where TensorRT is absent (on a TensorRT machine it has one)
+    bundle_format.write_manifest(broken, manifest)
     with pytest.raises(BundleError, match="has no TensorRT engine"):
         Pipeline.load(broken, engine="tensorrt")
     manifest["vision"]["engines"] = [{"file": "vision.10.0.1-sm86.plan", "tensorrt": "10.0.1", "sm": "86"}]
@@ -312,3 +314,38 @@ def test_bad_generation_options_are_typed(bundles, photos):
     for bad in (None, np.zeros((8, 8, 3), np.uint8), Image.new("RGB", (0, 0))):
         with pytest.raises(ImageError):
             pipe.run(bad, "what?")
+
+
+def test_an_edited_manifest_is_refused(broken):
+    """A manifest edited to keep 32 on a keep-64 bundle used to run and report keep 32 with 64 kept."""
+    manifest = json.loads((broken / "manifest.json").read_text())
+    manifest["selection"]["keep"] = 16  # the tiny-llava bundle keeps 32
+    (broken / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="was edited or damaged.*rebuild"):
+        Pipeline.load(broken)
+    # even with its checksum recomputed, the graph's declared shapes give it away at the first run
+    bundle_format.write_manifest(broken, manifest)
+    pipe = Pipeline.load(broken)
+    with pytest.raises(BundleError, match="vision.onnx does not match the bundle's manifest: .*keep=16"):
+        pipe.run(Image.new("RGB", (64, 64)), "What is in the picture?")
+    del manifest["llm"]["head_size"]
+    bundle_format.write_manifest(broken, manifest)
+    with pytest.raises(BundleError, match="the field llm.head_size is missing"):
+        Pipeline.load(broken)
+
+
+def test_streamed_text_equals_the_final_text_when_a_character_is_cut(bundles):
+    """Byte-level BPE splits a character over several tokens; an answer that stops (EOS or max_new_tokens) inside
+    one must still stream everything the final text has."""
+    from adafv.runtime.pipeline import _Detokenizer
+
+    tokenizer = Pipeline.load(bundles[("tiny-llava", "exact", "fp32")]).tokenizer
+    ids = tokenizer.encode("cat 😀", add_special_tokens=False).ids
+    assert len(ids) >= 3  # the emoji is several byte tokens
+    for cut in range(1, len(ids) + 1):
+        pieces: list[str] = []
+        stream = _Detokenizer(tokenizer, pieces.append)
+        for token in ids[:cut]:
+            stream(token)
+        stream.flush()
+        assert "".join(pieces) == tokenizer.decode(ids[:cut], skip_special_tokens=True), cut

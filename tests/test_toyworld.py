@@ -75,7 +75,11 @@ def test_one_training_step_smoke(tmp_path):
     settings = Settings(
         batch=2, tower_steps=1, stage0_steps=1, stage1_steps=1, stage2_steps=1, warmup=1, threads=1, turns=2
     )
+    import torch
+
+    threads = torch.get_num_threads()
     _, _, report = train(settings, tmp_path / "ckpt", progress=False)
+    assert torch.get_num_threads() == threads  # the caller's setting is given back
     assert set(report["stages"]) == {"tower", "stage0", "stage1", "stage2"}
     assert all(np.isfinite(s["last50"]["loss"]) for s in report["stages"].values())
     for name in ("config.json", "model.safetensors", "tokenizer.json", "processor_config.json", "README.md"):
@@ -117,6 +121,7 @@ def test_shipped_model_loads_offline_and_is_small(toyworld):
     assert toyworld.processor.num_additional_image_tokens == 1
 
 
+@pytest.mark.slow
 def test_shipped_model_full_accuracy_is_what_the_card_states(toyworld):
     from adafv.toyworld.evaluate import measure, summarize
 

@@ -388,10 +388,19 @@ def freeze(model, *, tower: bool, llm: bool) -> None:
 
 
 def train(settings: Settings, out_dir: str | Path | None = None, progress: bool = True) -> tuple:
-    """Run every stage; returns (model, processor, report). Writes the checkpoint when out_dir is given."""
+    """Run every stage; returns (model, processor, report). Writes the checkpoint when out_dir is given. Uses
+    `settings.threads` torch threads and gives the caller's setting back at the end."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(settings.threads)
+    try:
+        return _train(settings, out_dir, progress)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _train(settings: Settings, out_dir: str | Path | None, progress: bool) -> tuple:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    torch.set_num_threads(settings.threads)
     torch.manual_seed(settings.seed)
     model, processor = build(settings.seed, settings.vision, settings.text)
     model.train()
