@@ -12,7 +12,7 @@ TARGET ?= auto
 FORCE ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup setup-gpu test test-fast test-gpu demo engine bench lint clean
+.PHONY: setup setup-gpu test test-fast test-gpu test-wheel test-floor demo engine bench lint clean
 
 setup: $(STAMP)
 
@@ -22,18 +22,18 @@ STAMP_GPU := $(VENV_GPU)/.adafv-setup
 setup-gpu: $(STAMP_GPU)
 
 # Idempotent: reruns only when the dependency files change. CPU torch first (from local disk), then the rest pinned.
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml setup.py constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt torch==2.13.0
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[export,cpu,dev]"
 	touch $(STAMP)
 
-$(STAMP_GPU): pyproject.toml constraints.txt
+$(STAMP_GPU): pyproject.toml setup.py constraints.txt
 	test -x $(VENV_GPU)/bin/python || $(PYTHON) -m venv $(VENV_GPU)
 	$(VENV_GPU)/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(VENV_GPU)/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt torch==2.13.0
-	$(VENV_GPU)/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[export,gpu,dev]"
+	$(VENV_GPU)/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[export-gpu,dev]"
 	touch $(STAMP_GPU)
 
 test: setup
@@ -44,6 +44,14 @@ test: setup
 test-fast: setup
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+# the wheel is the product: build it, install it into a fresh venv, run the commands from outside the checkout
+test-wheel: setup
+	PY=$(PY) .ci/wheel
+
+# the lowest versions pyproject admits, in a runtime-only install (Python 3.10 where available)
+test-floor: setup
+	PY=$(PY) .ci/floor
 
 # the GPU-path tests in the GPU environment (onnxruntime-gpu; the CPU provider where there is no GPU)
 test-gpu: setup-gpu

@@ -20,7 +20,7 @@ class AdaFVConfig:
     keep: the token budget (exact mode emits exactly `keep` positions; paper mode at most `keep`).
     method: `adafv` (the paper), or a baseline: `fastervlm` (saliency only), `text` (relevance only),
         `random` (seeded), `full` (no reduction).
-    mode: `exact` (default: exactly `keep` distinct positions) or `paper` (METHOD.md sections 3-7, duplicates kept).
+    mode: `exact` (default: exactly `keep` distinct positions) or `paper` (docs/method.md §3-7, duplicates kept).
     legacy_offset: reproduce the released code's crop-offset defect (paper mode only; for comparing with tables).
     temperature: the factor applied to cosine similarities before the softmax of the relevance cue (100 in the paper).
     seed: the seed of the `random` baseline.

@@ -14,7 +14,7 @@ from typing import Any
 
 from .errors import ModelError
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+PACKAGED = "package:"  # a source shipped inside the wheel: `package:<name>` under adafv.checkpoints
 PROMPT_SENTINEL = "\u241fadafv-prompt\u241f"  # stands for the user's question while the chat template is rendered
 
 
@@ -48,7 +48,7 @@ REGISTRY: dict[str, ModelSpec] = {
         ),
         ModelSpec(
             "toyworld-llava-next",
-            str(REPO_ROOT / "models" / "toyworld-llava-next"),
+            PACKAGED + "toyworld-llava-next",
             "llava_next",
             "LLaVA-NeXT trained here on toy-world scenes (offline default)",
         ),
@@ -60,11 +60,25 @@ def known_models() -> str:
     return ", ".join(REGISTRY)
 
 
+def packaged(name: str) -> Path:
+    """The folder of a checkpoint shipped in the package (adafv.checkpoints, through importlib.resources)."""
+    from adafv.checkpoints import path
+
+    return path(name)
+
+
 def resolve(name_or_path: str | os.PathLike) -> ModelSpec:
-    """A registered name, a local checkpoint directory, or a llava-hf id already in the HF cache."""
+    """A registered name, a local checkpoint directory, or a llava-hf id already in the HF cache. A checkpoint
+    shipped in the package resolves to its installed folder."""
     key = str(name_or_path)
     if key in REGISTRY:
-        return REGISTRY[key]
+        spec = REGISTRY[key]
+        if spec.source.startswith(PACKAGED):
+            folder = packaged(spec.source[len(PACKAGED) :])
+            if not (folder / "config.json").is_file():
+                raise ModelError(f"{spec.name}: the shipped checkpoint is missing at {folder}")
+            return dataclasses.replace(spec, source=str(folder))
+        return spec
     path = Path(key).expanduser()
     if path.is_dir():
         config = path / "config.json"
@@ -199,8 +213,6 @@ def _pretrained_config(spec: ModelSpec):
     from transformers import AutoConfig
 
     local = Path(spec.source).is_dir()
-    if spec.name in REGISTRY and not spec.is_tiny and str(REPO_ROOT) in spec.source and not local:
-        raise ModelError(f"{spec.name}: the shipped checkpoint is missing at {spec.source}")
     try:
         return AutoConfig.from_pretrained(spec.source, **({} if local else {"local_files_only": True}))
     except OSError as e:

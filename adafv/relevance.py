@@ -1,4 +1,4 @@
-"""Text-to-image relevance (METHOD.md section 2): how strongly each visual token matches the question.
+"""Text-to-image relevance (docs/method.md §2): how strongly each visual token matches the question.
 
 The question is represented by the LLM's *input embeddings* of the text after the image (no LLM layer runs); the
 visual tokens are taken after the projector, i.e. in the same space. Pure function, float32 math, traceable.

@@ -1,4 +1,4 @@
-"""Visual saliency (METHOD.md section 1): the [CLS] query's attention to the patches in one vision-encoder layer.
+"""Visual saliency (docs/method.md §1): the [CLS] query's attention to the patches in one vision-encoder layer.
 
 Only the [CLS] row of that one layer is computed, from the layer's own LayerNorm and q/k projections: no eager
 attention, no attention maps materialised anywhere, so the rest of the tower keeps its fast (sdpa) attention.

@@ -7,9 +7,9 @@ vision graph. The number of crops N may be symbolic (dynamic) while tracing: eve
 mask, never a shape that TopK has to know. Equal scores (a flat image gives many) are ordered by position, lowest
 first, in PyTorch and in the exported graph alike (see `_largest`).
 
-Two modes of the AdaFV rule (METHOD.md):
+Two modes of the AdaFV rule (docs/method.md):
 
-* ``paper`` follows METHOD.md sections 3-7 to the letter: `V = 2*floor(floor(keep/2)/N)*N` positions, a position
+* ``paper`` follows docs/method.md §3-7 to the letter: `V = 2*floor(floor(keep/2)/N)*N` positions, a position
   chosen by both cues appears twice.
 * ``exact`` (the default) emits exactly `keep` distinct positions with the same two cues, the same guaranteed
   quarter per cue and the same self-adaptive split. Precisely, with `K = keep`:
@@ -141,7 +141,7 @@ def _saliency_candidates(saliency: torch.Tensor, keep: int, quota: torch.Tensor,
 
 
 def _paper(saliency: torch.Tensor, relevance: torch.Tensor, keep: int, legacy_offset: bool) -> torch.Tensor:
-    """METHOD.md sections 3-7; (B, keep) positions, the first V ascending, then -1 padding."""
+    """docs/method.md §3-7; (B, keep) positions, the first V ascending, then -1 padding."""
     B, N, P = saliency.shape
     dev = saliency.device
     crop = torch.arange(N, device=dev)  # (N,)
@@ -261,7 +261,7 @@ def adafv_positions(
 
 
 def paper_budget(keep: int, num_crops: int) -> int:
-    """V, the number of positions paper mode emits for `keep` and N crops (METHOD.md section 3)."""
+    """V, the number of positions paper mode emits for `keep` and N crops (docs/method.md §3)."""
     return 2 * ((keep // 2) // num_crops) * num_crops
 
 

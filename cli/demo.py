@@ -1,6 +1,6 @@
 """`adafv demo` / `make demo`: answer a question about an image with the offline default model.
 
-With the shipped toy-world model (`models/toyworld-llava-next/`): a fixed seeded toy-world scene and question,
+With the shipped toy-world model (`checkpoints/toyworld-llava-next/`): a fixed seeded toy-world scene and question,
 the scene written to a temp png and answered from that file with AdaFV, next to the expected answer. Without it:
 the random-weight `tiny-llava-next` on a real photo (its answer is noise).
 """
@@ -11,38 +11,41 @@ import sys
 import tempfile
 from pathlib import Path
 
-from adafv.models import REGISTRY
-
 DEFAULT_MODEL = "tiny-llava-next"
 TOYWORLD = "toyworld-llava-next"
 DEMO_SAMPLE = 30  # held-out sample HELDOUT_SEED + 30: "What color is the small cross?" (a small object; answered right)
 DEMO_KEEP = 64  # visual tokens kept by AdaFV: 20-33% of the 192-320 a toy-world scene has
 
 
-def sample_photo(name: str = "astronaut.png") -> Path:
-    """A real photo shipped (public domain) inside scikit-image's wheel."""
-    import skimage
+def sample_photo(name: str = "rocket.jpg") -> Path:
+    """A real photo shipped in the package (adafv.assets; public domain)."""
+    from adafv.assets import path
 
-    path = Path(skimage.__file__).parent / "data" / name
-    if not path.is_file():
-        raise FileNotFoundError(f"scikit-image's sample photo {name} is missing at {path}")
-    return path
+    return path(name)
 
 
 def default_model() -> str:
-    toy = REGISTRY[TOYWORLD]
-    return toy.name if Path(toy.source, "config.json").is_file() else DEFAULT_MODEL
+    from adafv.errors import ModelError
+    from adafv.models import resolve
+
+    try:
+        resolve(TOYWORLD)
+    except ModelError:  # a source tree without the checkpoint: the random twin still shows the path
+        return DEFAULT_MODEL
+    return TOYWORLD
 
 
 def is_toyworld(model: str) -> bool:
+    from adafv.models import resolve
+
     if model == TOYWORLD:
         return True
-    return Path(model).is_dir() and Path(model).resolve() == Path(REGISTRY[TOYWORLD].source).resolve()
+    return Path(model).is_dir() and Path(model).resolve() == Path(resolve(TOYWORLD).source).resolve()
 
 
 def toyworld_sample(index: int = DEMO_SAMPLE) -> tuple[Path, str, str, str]:
     """Write held-out toy-world sample `index` to a temp png: (path, question, expected answer, object size)."""
-    from adafv.toyworld.scenes import heldout
+    from adafv.eval.toyworld.scenes import heldout
 
     scene, question = next(heldout(1, start=index))
     path = Path(tempfile.gettempdir()) / f"adafv-toyworld-{scene.seed}.png"

@@ -40,14 +40,53 @@ def is_bundle(path: str) -> bool:
     return (Path(path) / "manifest.json").is_file()
 
 
+# what each command needs beyond the runtime, and the extra that installs it
+NEEDS = {
+    "torch": (("torch", "transformers"), "adafv[torch]"),
+    "export": (
+        ("torch", "transformers", "onnx", "onnxscript", "onnxruntime_genai"),
+        "adafv[export] or adafv[export-gpu]",
+    ),
+}
+
+
+def require(what: str, doing: str) -> None:
+    """A one-line error naming the extra to install when a command needs packages this environment lacks."""
+    import importlib.util
+
+    from adafv.errors import ConfigError
+
+    modules, extra = NEEDS[what]
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ConfigError(f"{doing} needs {', '.join(missing)}, which this environment lacks: pip install '{extra}'")
+
+
+def _not_a_bundle(path: str) -> None:
+    """A folder with a bundle's files but no manifest: say so, rather than trying it as a checkpoint."""
+    folder = Path(path)
+    if folder.is_dir() and not (folder / "config.json").is_file():
+        if any((folder / name).exists() for name in ("vision.onnx", "llm", "embed.npy", "manifest.json.tmp")):
+            from adafv.runtime.errors import BundleError
+
+            raise BundleError(
+                f"{folder} looks like a bundle but has no manifest.json (a build that did not finish?): rebuild it"
+            )
+
+
 def cmd_run(args) -> int:
     from adafv.runtime import load_image
 
     image = load_image(args.image)
     if is_bundle(args.model):
         return _run_bundle(args, image)
+    _not_a_bundle(args.model)
 
     from adafv import AdaFVConfig, ConfigError
+    from adafv.models import resolve
+
+    resolve(args.model)  # an unknown name or path fails here, with or without torch
+    require("torch", f"running {args.model} through the PyTorch reference path (not a bundle)")
     from adafv.pipeline import Reference
 
     if args.keep is None and args.method != "full":
@@ -91,6 +130,7 @@ def _run_bundle(args, image) -> int:
 
 
 def cmd_engine(args) -> int:
+    require("export", "building a bundle")
     from adafv import AdaFVConfig
     from adafv.export.bundle import EngineConfig, build
 
@@ -109,7 +149,8 @@ def cmd_engine(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from adafv.cli.bench import print_table, run_bench
+    require("export", "the benchmark (it builds a bundle and runs the PyTorch baseline)")
+    from adafv.eval.bench import print_table, run_bench
 
     rows, facts = run_bench(args.model, args.keep, args.repeats)
     print_table(rows, args.model, args.keep, facts)
@@ -133,6 +174,7 @@ def cmd_models(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    require("torch", "the demo (the PyTorch reference path)")
     from adafv.cli.demo import run_demo
 
     return run_demo(model=args.model, keep=args.keep)

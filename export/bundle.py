@@ -1,4 +1,4 @@
-"""`adafv engine`: build a bundle (DESIGN.md) atomically.
+"""`adafv engine`: build a bundle (docs/design.md) atomically.
 
     engines/<model>-k<keep>-<precision>-<target>/      target: cpu, or cuda (desktop GPUs and Jetson)
       manifest.json            written last, through adafv.runtime.manifest (the runtime validates it)
@@ -47,7 +47,7 @@ from .graph import GraphShapes, VisionGraph, check_keep, export_onnx
 
 PRECISIONS = ("fp32", "fp16", "int8")
 PROBE_PROMPTS = ("What is in the picture?", "Where is the small red object? Answer in one word.")
-PHOTO = Path(adafv.__file__).resolve().parents[1] / "assets" / "rocket.jpg"
+PHOTO = "rocket.jpg"  # a real photo among the parity probes (shipped in adafv.assets)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,10 +162,10 @@ def probe_cases(loaded: LoadedModel, graph: VisionGraph, shapes: GraphShapes, sp
     reference = Reference(loaded)
     rng = np.random.default_rng(0)
     images: list[tuple[str, Any]] = []
-    if PHOTO.is_file():
-        from adafv.runtime import load_image
+    from adafv.assets import path as asset
+    from adafv.runtime import load_image
 
-        images.append((PHOTO.name, load_image(PHOTO)))
+    images.append((PHOTO, load_image(asset(PHOTO))))  # shipped in the package: never silently missing
     for h, w in loaded.config.image_grid_pinpoints if shapes.anyres else [(200, 160)]:
         pixels = rng.integers(0, 256, (h + 3, w + 5, 3), dtype=np.uint8)
         images.append((f"random {h + 3}x{w + 5}", Image.fromarray(pixels)))
@@ -323,7 +323,7 @@ def _write_bundle(config, loaded: LoadedModel, shapes: GraphShapes, root: Path, 
     from adafv.runtime.preprocess import value_table
     from adafv.vision import VisualTokens
 
-    from .llm import export_embeddings, export_llm, export_tokenizer, verify_decoder
+    from .llm import MIN_ONNXRUNTIME, export_embeddings, export_llm, export_tokenizer, verify_decoder
     from .preprocess_spec import image_processor_spec
 
     try:
@@ -389,6 +389,7 @@ def _write_bundle(config, loaded: LoadedModel, shapes: GraphShapes, root: Path, 
         "model": {"name": loaded.spec.name, "source": loaded.spec.source, "arch": loaded.arch.name},
         "target": config.target,
         "providers": TARGET_PROVIDERS[config.target],
+        "requires": {"onnxruntime": MIN_ONNXRUNTIME},
         "selection": config.selection.to_dict(),
         "precision": config.precision,
         "vision": {
@@ -426,7 +427,7 @@ def _write_bundle(config, loaded: LoadedModel, shapes: GraphShapes, root: Path, 
             "after": after,
             "image_token": "<image>",
             "image_token_id": loaded.image_token_id,
-            "text_after_image": "the tokens after the image placeholder feed relevance (METHOD.md section 2)",
+            "text_after_image": "the tokens after the image placeholder feed relevance (docs/method.md §2)",
         },
         "tokenizer": {
             **tokenizer,

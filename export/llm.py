@@ -27,6 +27,11 @@ import numpy as np
 from .errors import BuildError
 
 LLM_PRECISIONS = ("int4", "fp32")
+# The oldest ONNX Runtime that runs what this builder (onnxruntime-genai 0.18) writes, measured on every release from
+# 1.19 (README, "Installing"): up to 1.20 it rejects the decoder's opset 22, 1.21 and 1.22 its 12-input
+# GroupQueryAttention; 1.23.0 to 1.32 give identical tokens. JetPack 6's onnxruntime-gpu is 1.23.0. Written into every
+# manifest; checked at load (`make test-floor` runs 1.23.0 and checks that 1.22 is refused).
+MIN_ONNXRUNTIME = "1.23"
 
 
 class LLMExportError(BuildError):

@@ -17,6 +17,7 @@ DIGEST = "manifest_sha256"  # covers every other field: an edited manifest is re
 # nested fields the runtime reads, with their types: a manifest without one is refused with its name
 SCHEMA = {
     "model.name": str,
+    "requires.onnxruntime": str,
     "selection.keep": int,
     "selection.method": str,
     "selection.mode": str,

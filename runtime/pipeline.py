@@ -70,6 +70,7 @@ class Pipeline:
             raise BundleError(f"a bundle is a folder path, got {type(bundle).__name__}")
         root = Path(bundle)
         m = bundle_format.read_manifest(root)
+        check_requirements(root, m)
         if engine not in ENGINES:
             raise BundleError(f"unknown engine {engine!r}; choose {', '.join(ENGINES)}")
         built_keep = m["selection"]["keep"]
@@ -272,6 +273,33 @@ class Pipeline:
                 "total": ms(t0, t3),
             },
         }
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    """'1.24.4' -> (1, 24, 4); a local or pre-release suffix is ignored ('1.23.0+jetson' -> (1, 23, 0))."""
+    parts = []
+    for piece in version.split("+")[0].split(".")[:3]:
+        digits = "".join(c for c in piece if c.isdigit()) if piece else ""
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts)
+
+
+def check_requirements(root: Path, manifest: dict[str, Any]) -> None:
+    """This environment's ONNX Runtime must be one the bundle's graphs run on (an older one may reject an op, or
+    crash in it: onnxruntime 1.23 segfaults in a decoder built by onnxruntime-genai 0.18): a one-line BundleError
+    naming both versions."""
+    from .providers import ort
+
+    module = ort()  # one line when it is missing, or when both the CPU and GPU packages are installed
+    need = manifest["requires"]["onnxruntime"]
+    if version_tuple(module.__version__) < version_tuple(need):
+        raise BundleError(
+            f"{root} needs ONNX Runtime >= {need} (for the operators of its graphs); this environment has "
+            f"{module.__version__}: upgrade it (adafv[cpu] or adafv[gpu] install a recent one; on a Jetson, "
+            "NVIDIA's build for your JetPack)"
+        )
 
 
 def _check_image(image) -> None:

@@ -50,7 +50,15 @@ def installed(packages) -> dict[str, str]:
 
 
 def ort():
-    """The onnxruntime module, or a one-line error saying what to install."""
+    """The onnxruntime module, or a one-line error saying what to install (or what to uninstall: the CPU and GPU
+    packages write the same folder, and whichever was installed last has broken the other)."""
+    packages = installed(ORT_PACKAGES)
+    if len(packages) > 1:
+        listed = ", ".join(f"{k} {v}" for k, v in packages.items())
+        raise OnnxRuntimeMissing(
+            f"more than one ONNX Runtime package is installed ({listed}): they overwrite each other's files; "
+            f"pip uninstall {' '.join(packages)}, then install exactly one (adafv[cpu] or adafv[gpu])"
+        )
     try:
         import onnxruntime
     except ImportError as e:

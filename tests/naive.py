@@ -1,6 +1,6 @@
 """Plain-Python transcriptions of the selection rules, loop by loop, for testing the tensor code against.
 
-Written from METHOD.md (paper mode) and the exact-mode rule in adafv/select.py's docstring, with no tensors: lists,
+Written from docs/method.md (paper mode) and the exact-mode rule in adafv/select.py's docstring, with no tensors: lists,
 sorted(), sums. Feed them exactly representable scores (small integers) so float32 and Python agree bit for bit.
 """
 

@@ -52,6 +52,8 @@ def world(tmp_path_factory, make_bundle):
     (root / "edited" / "manifest.json").write_text(json.dumps(manifest))
     (root / "missing-file" / "embed.npy").unlink()
     (root / "bad-json" / "manifest.json").write_text("{")
+    (root / "half-bundle").mkdir()
+    (root / "half-bundle" / "vision.onnx").write_bytes(b"")
     (root / "user-files").mkdir()
     (root / "user-files" / "thesis.tex").write_text("years of work")
     return root, bundle
@@ -109,6 +111,7 @@ def _cases():
         ("bundle manifest edited", ("run", "{root}/edited", "--image", PHOTO, *P), "edited or damaged"),
         ("bundle file missing", ("run", "{root}/missing-file", "--image", PHOTO, *P), "embed.npy is missing"),
         ("bundle manifest corrupt", ("run", "{root}/bad-json", "--image", PHOTO, *P), "is corrupt"),
+        ("bundle without manifest", ("run", "{root}/half-bundle", "--image", PHOTO, *P), "looks like a bundle"),
         (
             "tensorrt engine absent",
             ("run", "{root}/no-plan", "--image", PHOTO, *P, "--engine", "tensorrt"),

@@ -73,7 +73,7 @@ def test_console_script_runs():
 def test_bench_measures_each_stage_side_by_side(tmp_path, monkeypatch):
     # the numbers belong to `make bench`, not to a test: this only proves the command still measures every stage
     monkeypatch.chdir(tmp_path)
-    from adafv.cli.bench import run_bench
+    from adafv.eval.bench import run_bench
 
     rows, facts = run_bench("tiny-llava", 16, repeats=1)
     assert [r[0] for r in rows][:3] == ["preprocess", "vision + selection", "LLM prefill"]

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 
 def fresh(code: str) -> str:
@@ -9,7 +10,10 @@ def fresh(code: str) -> str:
 
 
 def test_namespace():
-    out = fresh("import adafv.export, adafv.runtime, adafv.calib, adafv.cli; print('ok')")
+    out = fresh(
+        "import adafv.export, adafv.runtime, adafv.calib, adafv.cli, adafv.eval, adafv.assets, adafv.checkpoints; "
+        "print('ok')"
+    )
     assert out == "ok"
 
 
@@ -33,3 +37,46 @@ def test_demo_prints_an_answer():
     proc = subprocess.run([str(adafv), "demo"], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert "answer:" in proc.stdout and "kept:" in proc.stdout
+
+
+def test_the_method_package_holds_only_the_method():
+    """adafv/ imports none of the other floors (export, runtime, calib, eval, cli): dependencies point downwards."""
+    import ast
+    from pathlib import Path
+
+    import adafv
+
+    floors = ("adafv.export", "adafv.runtime", "adafv.calib", "adafv.eval", "adafv.cli")
+    root = Path(adafv.__file__).parent
+    offenders = []
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            offenders += [f"{path.name}: {n}" for n in names if n.startswith(floors)]
+    assert offenders == []
+    assert not (root / "toyworld").exists() and sorted(p.name for p in root.iterdir() if p.is_dir()) in (
+        [],
+        ["__pycache__"],
+    )
+
+
+def test_data_ships_in_the_package():
+    from adafv.assets import path
+    from adafv.models import resolve
+
+    assert path("rocket.jpg").is_file() and path("toyworld.png").is_file()
+    assert (Path(resolve("toyworld-llava-next").source) / "model.safetensors").is_file()
+
+
+def test_version_has_one_source():
+    from importlib import metadata
+
+    import adafv
+
+    assert metadata.version("adafv") == adafv.__version__
+    version = subprocess.run(
+        [str(Path(sys.executable).with_name("adafv")), "--version"], capture_output=True, text=True
+    )
+    assert version.stdout.strip() == f"adafv {adafv.__version__}"

@@ -349,3 +349,25 @@ def test_streamed_text_equals_the_final_text_when_a_character_is_cut(bundles):
             stream(token)
         stream.flush()
         assert "".join(pieces) == tokenizer.decode(ids[:cut], skip_special_tokens=True), cut
+
+
+def test_an_onnx_runtime_older_than_the_bundle_needs_is_refused(bundles, monkeypatch):
+    import onnxruntime
+
+    from adafv.runtime.pipeline import version_tuple
+
+    root = bundles[("tiny-llava", "exact", "fp32")]
+    need = Pipeline.load(root).manifest["requires"]["onnxruntime"]
+    assert need == "1.23"  # measured: 1.22 rejects the decoder's GroupQueryAttention (README, "Installing")
+    monkeypatch.setattr(onnxruntime, "__version__", "1.22.1")
+    with pytest.raises(BundleError, match=r"needs ONNX Runtime >= 1.23 .* this environment has 1.22.1"):
+        Pipeline.load(root)
+    assert version_tuple("1.23.0+jetson") == (1, 23, 0) and version_tuple("1.23") < version_tuple("1.23.2")
+
+
+def test_both_onnx_runtime_packages_installed_is_one_line(bundles, monkeypatch):
+    import adafv.runtime.providers as providers
+
+    monkeypatch.setattr(providers, "installed", lambda names: {"onnxruntime": "1.32.0", "onnxruntime-gpu": "1.31.1"})
+    with pytest.raises(providers.OnnxRuntimeMissing, match="more than one ONNX Runtime package.*install exactly one"):
+        Pipeline.load(bundles[("tiny-llava", "exact", "fp32")])

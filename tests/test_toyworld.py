@@ -1,4 +1,4 @@
-"""adafv.toyworld: deterministic scenes, a training smoke run, the shipped model's accuracy and the measurement."""
+"""adafv.eval.toyworld: deterministic scenes, a training smoke run, the shipped model's accuracy and the measurement."""
 
 import json
 import random
@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from adafv.toyworld import scenes
+from adafv.eval.toyworld import scenes
 
-MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "toyworld-llava-next"
+MODEL_DIR = Path(__file__).resolve().parents[1] / "checkpoints" / "toyworld-llava-next"
 
 
 def test_same_seed_same_scene_and_question():
@@ -47,7 +47,7 @@ def test_every_grid_occurs_and_matches_transformers():
 
 
 def test_questions_are_answerable_and_in_vocabulary():
-    from adafv.toyworld.model import hf_tokenizer
+    from adafv.eval.toyworld.model import hf_tokenizer
 
     tok = hf_tokenizer()
     answers = set(scenes.COLORS) | set(scenes.QUADRANTS) | set(scenes.NUMBERS) | {"yes", "no"}
@@ -69,8 +69,8 @@ def test_questions_are_answerable_and_in_vocabulary():
 
 def test_one_training_step_smoke(tmp_path):
     from adafv import AdaFVConfig
+    from adafv.eval.toyworld.train import Settings, train
     from adafv.pipeline import Reference
-    from adafv.toyworld.train import Settings, train
 
     settings = Settings(
         batch=2, tower_steps=1, stage0_steps=1, stage1_steps=1, stage2_steps=1, warmup=1, threads=1, turns=2
@@ -93,9 +93,9 @@ def test_stock_features_in_training_equal_the_pipeline(tmp_path):
     """Stages 1-2 feed exactly the features `generate` (method full) sees."""
     import torch
 
+    from adafv.eval.toyworld.model import build, save
+    from adafv.eval.toyworld.train import crops, visual_features
     from adafv.pipeline import Reference
-    from adafv.toyworld.model import build, save
-    from adafv.toyworld.train import crops, visual_features
 
     save(*build(seed=3), tmp_path)
     reference = Reference.load(tmp_path)
@@ -123,7 +123,7 @@ def test_shipped_model_loads_offline_and_is_small(toyworld):
 
 @pytest.mark.slow
 def test_shipped_model_full_accuracy_is_what_the_card_states(toyworld):
-    from adafv.toyworld.evaluate import measure, summarize
+    from adafv.eval.toyworld.evaluate import measure, summarize
 
     metrics = json.loads((MODEL_DIR / "metrics.json").read_text())
     stated = metrics["accuracy"]["full"]["all"]
@@ -136,8 +136,8 @@ def test_shipped_model_full_accuracy_is_what_the_card_states(toyworld):
 
 def test_readme_shows_the_cards_measurement():
     """The README's toy-world table is the card's (both written by `evaluate --card --readme README.md`)."""
-    from adafv.toyworld.evaluate import README_BEGIN, README_END
-    from adafv.toyworld.train import RESULTS_BEGIN, RESULTS_END
+    from adafv.eval.toyworld.evaluate import README_BEGIN, README_END
+    from adafv.eval.toyworld.train import RESULTS_BEGIN, RESULTS_END
 
     card = (MODEL_DIR / "README.md").read_text()
     readme = (MODEL_DIR.parents[1] / "README.md").read_text()
@@ -150,7 +150,7 @@ def test_readme_shows_the_cards_measurement():
 
 
 def test_measurement_command_runs_on_a_subset(tmp_path, capsys):
-    from adafv.toyworld.evaluate import main
+    from adafv.eval.toyworld.evaluate import main
 
     out = tmp_path / "m.json"
     argv = ["--questions", "20", "--methods", "adafv", "random", "--keeps", "10", "--quiet", "--json", str(out)]

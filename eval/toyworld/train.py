@@ -1,6 +1,6 @@
 """Train the toy-world LLaVA-NeXT from scratch on generated scenes, the way LLaVA is trained; one seeded script.
 
-    .venv/bin/python -m adafv.toyworld.train --out models/toyworld-llava-next
+    .venv/bin/python -m adafv.eval.toyworld.train --out checkpoints/toyworld-llava-next
 
 Stages (each on fresh scenes drawn from its own seeded stream of training seeds, all below HELDOUT_SEED):
 
@@ -451,7 +451,7 @@ RESULTS_BEGIN, RESULTS_END = "<!-- results:begin -->", "<!-- results:end -->"
 
 def write_card(out: Path, report: dict) -> Path:
     """The model card README.md: what the model is, how it was trained (settings, times, final training metrics);
-    the measurement section (between RESULTS_BEGIN / RESULTS_END) is filled by `adafv.toyworld.evaluate --card`."""
+    the measurement section (between RESULTS_BEGIN / RESULTS_END) is filled by `adafv.eval.toyworld.evaluate --card`."""
     s = report["settings"]
     stages = report["stages"]
     size_mb = (out / "model.safetensors").stat().st_size / 1e6
@@ -459,7 +459,7 @@ def write_card(out: Path, report: dict) -> Path:
         "# toyworld-llava-next",
         "",
         "A small LLaVA-NeXT (`LlavaNextForConditionalGeneration`) trained from scratch on CPU on procedurally",
-        "generated toy-world scenes (`adafv/toyworld/scenes.py`), so that accuracy under visual-token reduction can",
+        "generated toy-world scenes (`eval/toyworld/scenes.py`), so that accuracy under visual-token reduction can",
         "be measured offline. CLIP-style tower with [CLS] (64-px crops, 8-px patches: P = 64 per crop, anyres grids",
         "1x2, 2x1, 2x2, 3x1, 1x3: N = 3-5 crops), LLaVA's 2-layer MLP projector, Llama-style LLM, a word-level",
         'tokenizer over the toy vocabulary, `vision_feature_layer=-2`, `vision_feature_select_strategy="default"`.',
@@ -468,8 +468,9 @@ def write_card(out: Path, report: dict) -> Path:
         f"- tower: {s['vision'] or 'defaults'}; LLM: {s['text'] or 'defaults'} (see `config.json`)",
         f"- training: {report['seconds'] / 60:.1f} min on {s['threads']} CPU threads, seed {s['seed']}, "
         f"batch {s['tower_batch']} scenes (tower), {s['batch']} conversations of {s['turns']} questions (stages 0-2)",
+        LICENCE,
         "",
-        "## Training (`python -m adafv.toyworld.train`)",
+        "## Training (`python -m adafv.eval.toyworld.train`)",
         "",
         "| stage | trains | steps | lr | minutes | last-50-step metrics |",
         "|---|---|---|---|---|---|",
@@ -484,7 +485,7 @@ def write_card(out: Path, report: dict) -> Path:
         lr = s[f"{name}_lr"]
         metrics = ", ".join(f"{k} {v}" for k, v in r["last50"].items())
         lines.append(f"| {name} | {what[name]} | {r['steps']} | {lr} | {r['seconds'] / 60:.1f} | {metrics} |")
-    command = "python -m adafv.toyworld.train --out models/toyworld-llava-next " + " ".join(
+    command = "python -m adafv.eval.toyworld.train --out checkpoints/toyworld-llava-next " + " ".join(
         f"--{k.replace('_', '-')} {v}" for k, v in s.items() if isinstance(v, (int, float))
     )
     lines += [
@@ -510,15 +511,21 @@ def write_card(out: Path, report: dict) -> Path:
     if RESULTS_BEGIN in old and RESULTS_END in old:
         lines.append(old[old.index(RESULTS_BEGIN) : old.index(RESULTS_END) + len(RESULTS_END)])
     else:
-        lines += [RESULTS_BEGIN, "(not measured yet: run `python -m adafv.toyworld.evaluate --card`)", RESULTS_END]
+        lines += [RESULTS_BEGIN, "(not measured yet: run `python -m adafv.eval.toyworld.evaluate --card`)", RESULTS_END]
     card.write_text("\n".join(lines) + "\n")
     return card
 
 
+LICENCE = (
+    "- licence: Apache-2.0, like adafv (weights trained here from a random initialisation on generated scenes; "
+    "no third-party data)"
+)
+
+
 def main(argv=None) -> int:
     defaults = Settings()
-    parser = argparse.ArgumentParser(prog="python -m adafv.toyworld.train", description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default=None, help="checkpoint directory to write (e.g. models/toyworld-llava-next)")
+    parser = argparse.ArgumentParser(prog="python -m adafv.eval.toyworld.train", description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default=None, help="checkpoint folder to write (checkpoints/toyworld-llava-next)")
     for field in dataclasses.fields(Settings):
         if field.type in ("int", "float"):
             kind = int if field.type == "int" else float

@@ -1,8 +1,8 @@
 """The measurement: accuracy vs keep of every selection method on the fixed held-out toy-world questions.
 
-    .venv/bin/python -m adafv.toyworld.evaluate                  # 600 questions, all methods, keep 50/25/10/5 %
-    .venv/bin/python -m adafv.toyworld.evaluate --card           # ... and write the table into the model card
-    .venv/bin/python -m adafv.toyworld.evaluate --card --readme README.md   # ... and into the repo's README
+    .venv/bin/python -m adafv.eval.toyworld.evaluate                  # 600 questions, all methods, keep 50/25/10/5 %
+    .venv/bin/python -m adafv.eval.toyworld.evaluate --card           # ... and write the table into the model card
+    .venv/bin/python -m adafv.eval.toyworld.evaluate --card --readme README.md   # ... and into the repo's README
 
 It runs what users run: `adafv.pipeline.Reference` (the model's own processor, adafv's vision module, greedy
 generation with `inputs_embeds`), `adafv.select.select` and `adafv.vision.reading_order`; `full` feeds the stock
@@ -326,7 +326,7 @@ def write_readme(readme: Path, table: str, command: str, seconds: float) -> bool
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m adafv.toyworld.evaluate", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m adafv.eval.toyworld.evaluate", description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="toyworld-llava-next", help="registered name or checkpoint directory")
     parser.add_argument("--questions", type=int, default=QUESTIONS, help="held-out questions (the first n)")
     parser.add_argument("--start", type=int, default=0, help="index of the first held-out question")
@@ -358,7 +358,7 @@ def main(argv=None) -> int:
         Path(args.json).write_text(json.dumps({"summary": summary, "records": records}, indent=1) + "\n")
     if args.card:
         model_dir = Path(reference.loaded.spec.source)
-        command = ".venv/bin/python -m adafv.toyworld.evaluate " + " ".join(
+        command = ".venv/bin/python -m adafv.eval.toyworld.evaluate " + " ".join(
             a for a in (argv if argv is not None else sys.argv[1:]) if a != "--quiet"
         )
         write_card(model_dir, table, summary, command.strip())

@@ -5,5 +5,5 @@
 * `train`: the training script (tower pretraining, stage 0, 1, 2 the way LLaVA is trained);
 * `evaluate`: the measurement, accuracy vs keep per selection method, small vs large objects.
 
-The shipped checkpoint lives in `models/toyworld-llava-next/` and is registered as `toyworld-llava-next`.
+The shipped checkpoint lives in `checkpoints/toyworld-llava-next/` and is registered as `toyworld-llava-next`.
 """

@@ -33,13 +33,14 @@ def run_bench(model: str, keep: int, repeats: int = 5, image_path: Path | None =
     import torch
 
     from adafv import AdaFVConfig
+    from adafv.assets import path as asset
     from adafv.export.bundle import EngineConfig, build
     from adafv.pipeline import Reference
     from adafv.runtime import Pipeline, load_image
     from adafv.runtime.llm import Sampler
     from adafv.runtime.preprocess import preprocess
 
-    image_path = image_path or Path(__file__).resolve().parents[1] / "assets" / "rocket.jpg"
+    image_path = image_path or asset("rocket.jpg")
     image = load_image(image_path)
     bundle = build(EngineConfig(model, AdaFVConfig(keep=keep)), progress=False).path
     pipe = Pipeline.load(bundle)

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..tiny import CHAT_TEMPLATE, SPECIAL_TOKENS  # LLaVA's `USER: <image>\n... ASSISTANT:` template
+from adafv.tiny import CHAT_TEMPLATE, SPECIAL_TOKENS  # LLaVA's `USER: <image>\n... ASSISTANT:` template
+
 from .scenes import CROP, PATCH, PINPOINTS, WORDS
 
 VISION = dict(hidden_size=96, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4)
