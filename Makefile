@@ -63,8 +63,10 @@ demo: setup
 engine: setup
 	$(ADAFV) engine $(MODEL) --keep $(keep) --precision $(PRECISION) --llm-precision $(LLM_PRECISION) --target $(TARGET) $(if $(FORCE),--force)
 
+SHAPES ?= llava-next-1b
+DEVICE ?= cpu
 bench: setup
-	$(ADAFV) bench --model $(MODEL) --keep $(keep)
+	$(ADAFV) bench --shapes $(SHAPES) --device $(DEVICE)
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -149,11 +149,13 @@ def cmd_engine(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    require("export", "the benchmark (it builds a bundle and runs the PyTorch baseline)")
-    from adafv.eval.bench import print_table, run_bench
+    require("export", "the benchmark (it builds a bundle and runs transformers beside it)")
+    from adafv.eval.bench import BenchConfig, print_summary, run
 
-    rows, facts = run_bench(args.model, args.keep, args.repeats)
-    print_table(rows, args.model, args.keep, facts)
+    shapes = args.shapes or ("llava-next-7b" if args.device == "cuda" else "llava-next-1b")
+    config = BenchConfig(shapes=shapes, device=args.device, repeats=args.repeats, quick=args.quick)
+    out = args.out or Path("bench") / f"{config.shapes}-{config.device}"
+    print_summary(run(config, out, progress=not args.quiet), out)
     return 0
 
 
@@ -268,10 +270,18 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument("--quiet", action="store_true", help="no progress output")
     engine.set_defaults(func=cmd_engine)
 
-    bench = sub.add_parser("bench", help="time each stage side by side: baseline vs adafv, in one run")
-    bench.add_argument("--model", default="tiny-llava-next")
-    bench.add_argument("--keep", type=POSITIVE, default=64)
-    bench.add_argument("--repeats", type=POSITIVE, default=5)
+    bench = sub.add_parser("bench", help="time each stage side by side at real shapes: adafv vs transformers")
+    bench.add_argument(
+        "--shapes",
+        default=None,
+        choices=["tiny", "llava-next-1b", "llava-next-7b"],
+        help="random weights at these shapes (default: llava-next-7b on cuda, llava-next-1b on cpu)",
+    )
+    bench.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    bench.add_argument("--quick", action="store_true", help="tiny shapes, one repeat: checks the structure (CI)")
+    bench.add_argument("--repeats", type=POSITIVE, default=3)
+    bench.add_argument("--out", type=Path, help="where bench.json/.md/.png go (default bench/<shapes>-<device>)")
+    bench.add_argument("--quiet", action="store_true")
     bench.set_defaults(func=cmd_bench)
 
     doctor = sub.add_parser("doctor", help="what this environment can run (and a bundle: on what, and why)")

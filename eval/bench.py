@@ -1,141 +1,427 @@
-"""`adafv bench` / `make bench`: where the time goes, measured side by side in one run (medians of repeats).
+"""`adafv bench`: where the time goes, at real shapes, measured side by side in one run (medians of repeats).
 
-    preprocess      HF image processor (PIL backend)       vs  the runtime's numpy preprocessing
-    vision          PyTorch (tower + selection, eager)     vs  the exported graph in ONNX Runtime
-    LLM prefill     all N*P visual tokens                  vs  the `keep` AdaFV keeps          (same decoder)
-    end to end      PyTorch reference, no reduction        vs  the bundle with AdaFV      (up to the same length)
+    adafv bench [--shapes tiny|llava-next-1b|llava-next-7b] [--device cpu|cuda] [--quick] [--repeats N] [--out DIR]
 
-Numbers are from whatever machine runs it; the speed claims in the README come from this command.
+Random weights at real shapes (`adafv.eval.shapes`: CLIP-L/14-336 with LLaVA-NeXT's 5 crops = 2,880 visual tokens,
+and a ~1B or a Mistral-7B-shaped LLM), built from configs and cached; the bundle is built (and cached) by
+`adafv engine`'s own code. Measured, on the same inputs and device:
+
+* preprocessing at 672x672, 1280x720 and 1920x1080: transformers' PIL processor vs the runtime's (whose uint8 pixels,
+  normalised by the graph's table, must equal the processor's values: checked here too);
+* vision + selection: the bundle's graph vs the same graph without the selection (tower + projector only), and the
+  peers' way (PyTorch eager attention with `output_attentions=True` in every layer, selection in Python);
+* LLM prefill at every keep and at all visual tokens, as a ratio to all, beside the ratio the FLOP count predicts;
+* time to first token: measured end to end at the bundle's keep; at the other keeps, the sum of the measured stages;
+  transformers' `LlavaNextForConditionalGeneration` with all tokens (fp32 on CPU, fp16 sdpa on CUDA) beside it;
+* decode ms per token, host bytes per decode step, KV-cache bytes, peak RSS of a fresh process that loads the bundle
+  and answers (and of one that runs transformers), peak GPU memory of transformers on CUDA.
+
+Writes bench.json (machine, versions, every sample), bench.md (the tables) and bench.png (time to first token vs keep,
+stacked by stage, with the transformers line; needs matplotlib). Speed claims in the README come from this command.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import platform
 import statistics
+import subprocess
+import sys
 import time
+from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 PROMPT = "What is in the picture?"
+SIZES = [(672, 672), (1280, 720), (1920, 1080)]  # (width, height) of the preprocessing inputs
+KEEPS = {"tiny": (16, 64, 144), "llava-next-1b": (64, 144, 288, 720), "llava-next-7b": (64, 144, 288, 720)}
 
 
-def _median_ms(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
+@dataclasses.dataclass(frozen=True)
+class BenchConfig:
+    """One benchmark run; validated, written into bench.json."""
+
+    shapes: str = "llava-next-1b"
+    device: str = "cpu"
+    repeats: int = 3
+    quick: bool = False
+    keeps: tuple[int, ...] = ()  # default: KEEPS[shapes]
+    heavy_repeats: int = 1  # transformers and the peers' eager path: slow at real shapes on a CPU
+
+    def __post_init__(self):
+        from adafv.errors import ConfigError
+
+        from .shapes import SHAPES
+
+        if self.quick:
+            object.__setattr__(self, "shapes", "tiny")
+            object.__setattr__(self, "repeats", 1)
+        if self.shapes not in SHAPES:
+            raise ConfigError(f"unknown shapes {self.shapes!r}; choose {', '.join(SHAPES)}")
+        if self.device not in ("cpu", "cuda"):
+            raise ConfigError(f"unknown device {self.device!r}; choose cpu or cuda")
+        if self.repeats < 1 or self.heavy_repeats < 1:
+            raise ConfigError("repeats must be >= 1")
+        if not self.keeps:
+            object.__setattr__(self, "keeps", KEEPS[self.shapes])
+
+
+def _times(fn, repeats: int, warmup: bool = True) -> list[float]:
+    """Milliseconds of `repeats` calls of fn (after one unmeasured call)."""
+    if warmup:
+        fn()
+    out = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+        out.append((time.perf_counter() - start) * 1000)
+    return out
 
 
-def run_bench(model: str, keep: int, repeats: int = 5, image_path: Path | None = None) -> tuple[list[tuple], dict]:
+def _median(samples: list[float]) -> float:
+    return float(statistics.median(samples))
+
+
+def machine() -> dict[str, Any]:
+    import os
+
+    info = {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count()}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    for dist in ("adafv", "torch", "transformers", "onnxruntime", "onnxruntime-gpu", "onnxruntime-genai",
+                 "onnxruntime-genai-cuda", "numpy", "pillow"):  # fmt: skip
+        try:
+            info[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return info
+
+
+def prefill_flops(config, length: int) -> float:
+    """Forward FLOPs of a prefill of `length` tokens: 2 x weights x tokens for the matmuls, plus causal attention
+    (QK^T and AV: 2 x 2 x L^2/2 x width per layer); the LM head on the last position only (prune_lm_head)."""
+    t = config.text_config
+    d, layers, mlp = t.hidden_size, t.num_hidden_layers, t.intermediate_size
+    heads, kv = t.num_attention_heads, t.num_key_value_heads
+    head = getattr(t, "head_dim", None) or d // heads
+    per_layer = d * heads * head + 2 * d * kv * head + heads * head * d + 3 * d * mlp
+    matmuls = 2 * per_layer * layers * length
+    attention = 2 * 2 * (length * length / 2) * heads * head * layers
+    return matmuls + attention + 2 * d * t.vocab_size
+
+
+def run(config: BenchConfig, out_dir: Path, progress: bool = True) -> dict[str, Any]:
     import torch
 
     from adafv import AdaFVConfig
-    from adafv.assets import path as asset
     from adafv.export.bundle import EngineConfig, build
-    from adafv.pipeline import Reference
+    from adafv.models import load
     from adafv.runtime import Pipeline, load_image
     from adafv.runtime.llm import Sampler
-    from adafv.runtime.preprocess import preprocess
 
-    image_path = image_path or asset("rocket.jpg")
-    image = load_image(image_path)
-    bundle = build(EngineConfig(model, AdaFVConfig(keep=keep)), progress=False).path
-    pipe = Pipeline.load(bundle)
-    reference = Reference.load(model)
-    rows = []
+    from .shapes import cache_dir, checkpoint
+
+    say = (lambda text: print(text, file=sys.stderr, flush=True)) if progress else (lambda text: None)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    report: dict[str, Any] = {"config": dataclasses.asdict(config), "machine": machine(), "samples_ms": {}}
+    samples = report["samples_ms"]
+    model = checkpoint(config.shapes)
+    say(f"model: {config.shapes} ({model})")
+    keep = min(config.keeps)
+    target = config.device
+    precision = "fp16" if config.device == "cuda" else "fp32"
+    bundle_dir = cache_dir() / "bundles" / f"{config.shapes}-k{keep}-{precision}-{target}"
+    engine = EngineConfig(model, AdaFVConfig(keep=keep), precision=precision, target=target, max_probes=2)
+    say(f"bundle: {bundle_dir} (built once, then reused)")
+    bundle = build(engine, out=bundle_dir, progress=progress).path
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if config.device == "cuda" else None
+    pipe = Pipeline.load(bundle, providers=providers, warmup=True)
+    report["bundle"] = {"path": str(bundle), "warmup_ms": pipe.warmup_ms, "providers": pipe.session_providers}
+    loaded = load(model)
+    hf_processor = loaded.processor
+
+    # -- preprocessing --------------------------------------------------------------------------------------------
+    from PIL import Image
+
+    from adafv.runtime.preprocess import normalize, preprocess
 
     spec = pipe.manifest["preprocess"]
-    rows.append(
-        (
-            "preprocess",
-            "HF processor",
-            _median_ms(lambda: reference.processor.image_processor(image), repeats),
-            "runtime numpy",
-            _median_ms(lambda: preprocess(image, spec), repeats),
-        )
-    )
+    rng = np.random.default_rng(0)
+    rows = []
+    for w, h in SIZES:
+        image = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+        hf = hf_processor.image_processor
+        expected = hf(image, return_tensors="np")["pixel_values"][0]
+        ours = normalize(preprocess(image, spec)[0], spec)
+        identical = bool(ours.shape == expected.shape and np.array_equal(ours, expected))
+        a = _times(lambda: hf(image, return_tensors="np"), config.repeats)  # noqa: B023
+        b = _times(lambda: preprocess(image, spec), config.repeats)  # noqa: B023
+        samples[f"preprocess {w}x{h} hf"], samples[f"preprocess {w}x{h} adafv"] = a, b
+        rows.append((f"{w}x{h}", _median(a), _median(b), identical))
+    report["preprocess"] = [dict(zip(("size", "hf_ms", "adafv_ms", "identical_pixels"), r)) for r in rows]
+    say("preprocessing measured")
 
-    prepared = reference.prepare(image, PROMPT)
-    pixels, grid = preprocess(image, spec)
+    # -- vision + selection -----------------------------------------------------------------------------------------
+    photo = load_image(_photo())
     pre, post = pipe.prompt_ids(PROMPT)
+    pixels, grid = preprocess(photo, spec)
     text = pipe.embed(post)
+    num_visual = pixels.shape[0] * pipe.manifest["vision"]["patches_per_crop"]
+    vision = _times(lambda: pipe.vision(pixels, text, grid), config.repeats)
+    tower = _tower_session(loaded, pipe, cache_dir() / "towers" / f"{config.shapes}", providers)
+    without = _times(lambda: tower.run(None, {"pixel_values": pixels}), config.repeats)
+    peers = _times(lambda: _peers_selection(loaded, photo, keep), config.heavy_repeats)
+    samples.update({"vision adafv graph": vision, "vision graph without selection": without,
+                    "vision peers eager attentions": peers})  # fmt: skip
+    report["vision"] = {
+        "crops": int(pixels.shape[0]),
+        "visual_tokens": num_visual,
+        "adafv_graph_ms": _median(vision),
+        "without_selection_ms": _median(without),
+        "selection_overhead_ms": _median(vision) - _median(without),
+        "peers_eager_attentions_ms": _median(peers),
+    }
+    say("vision measured")
 
-    def torch_vision():
-        with torch.no_grad():
-            tokens, saliency, relevance = reference.scores(prepared)
-            from adafv.select import select
-
-            select("adafv", saliency[None], relevance[None], keep, check=False)
-
-    rows.append(
-        (
-            "vision + selection",
-            "PyTorch eager",
-            _median_ms(torch_vision, repeats),
-            "ONNX Runtime graph",
-            _median_ms(lambda: pipe.vision(pixels, text, grid), repeats),
-        )
-    )
-
+    # -- prefill at every keep, and at all tokens ------------------------------------------------------------------
     decoder = pipe._load_decoder()
     dim = pipe.manifest["vision"]["hidden_size"]
-    num_visual = pixels.shape[0] * pipe.manifest["vision"]["patches_per_crop"]
-    rng = np.random.default_rng(0)
-    eos = set(pipe.manifest["tokenizer"]["eos_token_ids"])
+    eos: set[int] = set()
+    prefill = {}
+    for k in (*config.keeps, num_visual):
+        embeds = np.concatenate([pipe.embed(pre), rng.standard_normal((k, dim)).astype(np.float32) * 0.02,
+                                 pipe.embed(post)])  # fmt: skip
+        times = []
+        for _ in range(config.repeats + 1):
+            times.append(decoder.generate(embeds, pipe.embed_table, eos, 1, Sampler()).prefill_ms)
+        samples[f"prefill {k}"] = times[1:]
+        prefill[k] = {"tokens": int(embeds.shape[0]), "ms": _median(times[1:])}
+        say(f"prefill with {k} visual tokens: {prefill[k]['ms']:.0f} ms")
+    full = prefill[num_visual]
+    flops_full = prefill_flops(loaded.config, full["tokens"])
+    for row in prefill.values():
+        row["ratio_to_all"] = row["ms"] / full["ms"]
+        row["flop_ratio"] = prefill_flops(loaded.config, row["tokens"]) / flops_full
+    report["prefill"] = {str(k): v for k, v in prefill.items()}
 
-    def prefill(visual_tokens: int):
-        embeds = np.concatenate(
-            [pipe.embed(pre), rng.standard_normal((visual_tokens, dim)).astype(np.float32) * 0.02, pipe.embed(post)]
-        )
-        return lambda: decoder.generate(embeds, pipe.embed_table, eos, 1, Sampler())
-
-    rows.append(
-        (
-            "LLM prefill",
-            f"{num_visual} visual tokens",
-            _median_ms(prefill(num_visual), repeats),
-            f"{keep} kept",
-            _median_ms(prefill(keep), repeats),
-        )
-    )
-
-    answer = pipe.run(image, PROMPT, max_new_tokens=16)
-    facts = {
-        "target": pipe.manifest["target"],
-        "providers": answer["providers"],
-        "host_bytes_per_decode_step": answer["host_bytes_per_decode_step"],
-        "kv_cache_bytes": answer["kv_cache_bytes"],
+    # -- end to end at the bundle's keep, decode, bytes -------------------------------------------------------------
+    runs = [pipe.run(photo, PROMPT, max_new_tokens=16) for _ in range(config.repeats)]
+    samples["ttft adafv"] = [r["timings_ms"]["time_to_first_token"] for r in runs]
+    decode = [r["timings_ms"]["decode"] / max(len(r["tokens"]) - 1, 1) for r in runs if len(r["tokens"]) > 1]
+    samples["decode per token"] = decode
+    last = runs[-1]
+    report["adafv"] = {
+        "keep": keep,
+        "ttft_ms": _median(samples["ttft adafv"]),
+        "preprocess_ms": _median([r["timings_ms"]["preprocess"] for r in runs]),
+        "decode_ms_per_token": _median(decode) if decode else None,
+        "host_bytes_per_decode_step": last["host_bytes_per_decode_step"],
+        "kv_cache_bytes": last["kv_cache_bytes"],
+        "providers": last["providers"],
+        "peak_rss_mb": _fresh_rss(bundle, _photo()),
     }
-    n = max(len(answer["tokens"]), 1)
-    rows.append(
-        (
-            f"end to end ({n} tokens)",
-            "PyTorch, no reduction",
-            _median_ms(lambda: reference.run(image, PROMPT, AdaFVConfig(keep=1, method="full"), n), repeats),
-            f"bundle, AdaFV keep={keep}",
-            _median_ms(lambda: pipe.run(image, PROMPT, max_new_tokens=n), repeats),
+    stacked = {}
+    for k in (*config.keeps, num_visual):
+        vision_ms = report["vision"]["adafv_graph_ms"] if k < num_visual else report["vision"]["without_selection_ms"]
+        stacked[str(k)] = {"preprocess": report["adafv"]["preprocess_ms"], "vision": vision_ms,
+                           "prefill": prefill[k]["ms"]}  # fmt: skip
+        stacked[str(k)]["total"] = sum(stacked[str(k)].values())
+    report["ttft_by_keep"] = stacked
+    say("end to end measured")
+
+    # -- transformers with all tokens --------------------------------------------------------------------------------
+    report["transformers"] = _transformers(loaded, photo, config, samples)
+    say(f"transformers: {report['transformers']['ttft_ms']:.0f} ms to the first token")
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    (out_dir / "bench.json").write_text(json.dumps(report, indent=2))
+    (out_dir / "bench.md").write_text(markdown(report))
+    report["png"] = plot(report, out_dir / "bench.png")
+    del torch
+    return report
+
+
+def _photo() -> Path:
+    from adafv.assets import path
+
+    return path("rocket.jpg")
+
+
+def _tower_session(loaded, pipe, folder: Path, providers):
+    """ONNX Runtime session over the bundle's vision graph minus the selection (exported once, cached)."""
+    import onnxruntime as ort
+
+    from adafv.export.bundle import graph_shapes
+    from adafv.export.graph import TowerGraph, export_tower
+    from adafv.runtime.preprocess import value_table
+    from adafv.vision import VisualTokens
+
+    path = folder / "tower.onnx"
+    if not path.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        visual = VisualTokens.from_llava(loaded.model).float()
+        shapes = graph_shapes(loaded.arch, loaded.config, None, 8)
+        export_tower(TowerGraph(visual, value_table(pipe.manifest["preprocess"])), shapes, path)
+    return ort.InferenceSession(str(path), providers=providers or ["CPUExecutionProvider"])
+
+
+def _peers_selection(loaded, image, keep: int):
+    """What FastV-style and FasterVLM-style code does: the tower with eager attention returning every layer's
+    attention maps, then [CLS] attention of the feature layer and a top-k per crop in Python."""
+    import torch
+
+    inputs = loaded.processor.image_processor(image, return_tensors="pt")
+    pixel_values = inputs["pixel_values"][0]  # (N, 3, S, S)
+    tower = loaded.model.model.vision_tower
+    tower.set_attn_implementation("eager")
+    try:
+        with torch.no_grad():
+            out = tower(pixel_values.to(tower.dtype), output_attentions=True, output_hidden_states=True)
+        attention = out.attentions[loaded.config.vision_feature_layer]  # (N, H, 1+P, 1+P)
+        cls = attention[:, :, 0, 1:].mean(1)  # (N, P)
+        per_crop = max(keep // cls.shape[0], 1)
+        kept = []
+        for n in range(cls.shape[0]):  # the peers' Python loop
+            kept += (torch.topk(cls[n], per_crop).indices + n * cls.shape[1]).tolist()
+        features = loaded.model.model.multi_modal_projector(
+            out.hidden_states[loaded.config.vision_feature_layer][:, 1:]
         )
-    )
-    return rows, facts
+        return features.reshape(-1, features.shape[-1])[sorted(kept)]
+    finally:
+        tower.set_attn_implementation("sdpa")
 
 
-def print_table(rows: list[tuple], model: str, keep: int, facts: dict | None = None) -> None:
-    from rich.console import Console
-    from rich.table import Table
+def _transformers(loaded, image, config: BenchConfig, samples: dict) -> dict[str, Any]:
+    """transformers' own LlavaNextForConditionalGeneration with all tokens: processor + generate(1 token)."""
+    import torch
 
-    table = Table(title=f"adafv bench: {model}, keep={keep} (median ms)")
-    for name in ("stage", "baseline", "ms", "adafv", "ms", "speed-up"):
-        table.add_column(name, justify="right" if name in ("ms", "speed-up") else "left")
-    for stage, a_name, a_ms, b_name, b_ms in rows:
-        table.add_row(stage, a_name, f"{a_ms:.1f}", b_name, f"{b_ms:.1f}", f"{a_ms / b_ms:.2f}x")
-    Console().print(table)
-    if facts:
-        p = facts["providers"]
-        print(
-            f"bundle target {facts['target']}; vision on {p['vision']}, decoder on {p['decoder']}; per decode step "
-            f"{facts['host_bytes_per_decode_step']} bytes cross the host boundary (one embedding row in, the last "
-            f"position's logits out); KV cache {facts['kv_cache_bytes'] / 1e6:.2f} MB for this answer"
-        )
+    model = loaded.model
+    dtype = torch.float16 if config.device == "cuda" else torch.float32
+    model = model.to(device=config.device, dtype=dtype).eval()
+    model.set_attn_implementation("sdpa")
+    text = loaded.render_prompt(PROMPT)
+
+    def first_token():
+        inputs = loaded.processor(images=image, text=text, return_tensors="pt").to(config.device)
+        inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
+        with torch.no_grad():
+            model.generate(**inputs, max_new_tokens=1, do_sample=False, pad_token_id=0)
+        if config.device == "cuda":
+            torch.cuda.synchronize()
+
+    if config.device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    times = _times(first_token, config.heavy_repeats)
+    samples["ttft transformers all tokens"] = times
+    tokens = loaded.processor(images=image, text=text, return_tensors="pt")["input_ids"].shape[1]
+    result = {"ttft_ms": _median(times), "prompt_tokens": int(tokens), "dtype": str(dtype).replace("torch.", "")}
+    if config.device == "cuda":
+        result["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return result
+
+
+def _fresh_rss(bundle: Path, image: Path) -> float:
+    from .footprint import ANSWER
+
+    proc = subprocess.run([sys.executable, "-c", ANSWER, str(bundle), str(image)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        return float("nan")
+    return json.loads(proc.stdout.strip().splitlines()[-1])["rss_mb"]
+
+
+def markdown(r: dict[str, Any]) -> str:
+    m, c, v, a, t = r["machine"], r["config"], r["vision"], r["adafv"], r["transformers"]
+    lines = [
+        f"# adafv bench: {c['shapes']} on {c['device']}",
+        "",
+        f"Machine: {m.get('cpu', m['machine'])}, {m['cpus']} CPUs; Python {m['python']}, torch {m.get('torch')}, "
+        f"onnxruntime {m.get('onnxruntime') or m.get('onnxruntime-gpu')}. Medians of {c['repeats']} repeats "
+        f"({c['heavy_repeats']} for transformers and the eager path). {r['seconds']:.0f} s in all.",
+        "",
+        f"## Time to first token ({v['crops']} crops, {v['visual_tokens']} visual tokens)",
+        "",
+        "| | keep | ms | vs transformers |",
+        "|---|---|---|---|",
+        f"| transformers, all tokens ({t['dtype']}) | {v['visual_tokens']} | {t['ttft_ms']:.0f} | 1.00x |",
+        f"| adafv bundle, measured end to end | {a['keep']} | {a['ttft_ms']:.0f} | "
+        f"{t['ttft_ms'] / a['ttft_ms']:.2f}x faster |",
+        "",
+        "By keep: the sum of the measured stages (preprocess + vision + prefill), and prefill alone as a ratio to all "
+        "tokens next to what its FLOP count predicts:",
+        "",
+        "| keep | preprocess | vision | prefill | time to first token | prefill / all | FLOPs / all |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for k, s in r["ttft_by_keep"].items():
+        p = r["prefill"][k]
+        lines.append(f"| {k} | {s['preprocess']:.0f} | {s['vision']:.0f} | {s['prefill']:.0f} | {s['total']:.0f} | "
+                     f"{p['ratio_to_all']:.3f} | {p['flop_ratio']:.3f} |")  # fmt: skip
+    lines += [
+        "",
+        "## Stages",
+        "",
+        "| stage | baseline | ms | adafv | ms |",
+        "|---|---|---|---|---|",
+    ]
+    for row in r["preprocess"]:
+        same = "identical pixels" if row["identical_pixels"] else "PIXELS DIFFER"
+        lines.append(f"| preprocess {row['size']} | HF processor (PIL) | {row['hf_ms']:.1f} | runtime, uint8 "
+                     f"({same}) | {row['adafv_ms']:.1f} |")  # fmt: skip
+    lines += [
+        f"| vision + selection | peers: eager attentions in every layer, selection in Python | "
+        f"{v['peers_eager_attentions_ms']:.0f} | the bundle's graph | {v['adafv_graph_ms']:.0f} |",
+        f"| the selection inside the graph | graph without selection | {v['without_selection_ms']:.0f} | "
+        f"with selection | {v['adafv_graph_ms']:.0f} |",
+        "",
+        f"Decode: {a['decode_ms_per_token']:.1f} ms per token at keep {a['keep']}; "
+        f"{a['host_bytes_per_decode_step']} bytes cross the host boundary per decode step; KV cache "
+        f"{a['kv_cache_bytes'] / 1e6:.1f} MB for a 16-token answer; peak RSS of a fresh process that loads the bundle "
+        f"and answers: {a['peak_rss_mb']:.0f} MB. Sessions: vision on {a['providers']['vision']}, decoder on "
+        f"{a['providers']['decoder']}; warm-up {r['bundle']['warmup_ms']:.0f} ms.",
+        "" if "peak_gpu_mb" not in t else f"transformers' peak GPU memory: {t['peak_gpu_mb']:.0f} MB.",
+        "",
+        f"Reproduce: `adafv bench --shapes {c['shapes']} --device {c['device']} --repeats {c['repeats']}`",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def plot(r: dict[str, Any], path: Path) -> str:
+    """Time to first token vs keep, stacked by stage, with transformers' line; says why when it cannot draw."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "not drawn: matplotlib is not installed (pip install matplotlib)"
+    keeps = list(r["ttft_by_keep"])
+    stages = ("preprocess", "vision", "prefill")
+    fig, ax = plt.subplots(figsize=(7, 4))
+    bottom = np.zeros(len(keeps))
+    for stage in stages:
+        values = np.array([r["ttft_by_keep"][k][stage] for k in keeps]) / 1000
+        ax.bar(keeps, values, bottom=bottom, label=stage)
+        bottom += values
+    ax.axhline(r["transformers"]["ttft_ms"] / 1000, color="black", linestyle="--",
+               label=f"transformers, all {r['vision']['visual_tokens']} tokens")  # fmt: skip
+    ax.set_xlabel("visual tokens kept")
+    ax.set_ylabel("time to first token (s)")
+    ax.set_title(f"adafv, {r['config']['shapes']} on {r['config']['device']} ({r['machine'].get('cpus')} CPUs)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return str(path)
+
+
+def print_summary(report: dict[str, Any], out_dir: Path) -> None:
+    print((out_dir / "bench.md").read_text())
+    print(f"written: {out_dir / 'bench.json'}, {out_dir / 'bench.md'}, bench.png {report['png']}")

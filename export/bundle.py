@@ -61,6 +61,7 @@ class EngineConfig:
     max_crops: int | None = None  # None: the most the model's processor emits
     max_text: int = 256
     target: str = "auto"  # cpu | cuda; auto = cuda where this environment's ONNX Runtime is the GPU build
+    max_probes: int | None = None  # parity probes: the real photo first, then one per grid; None = all of them
 
     def __post_init__(self):
         if self.target == "auto":
@@ -82,6 +83,8 @@ class EngineConfig:
             raise ConfigError(f"max_crops must be >= 1, got {self.max_crops}")
         if not 1 <= self.max_text <= 8192:
             raise ConfigError(f"max_text must be in 1..8192, got {self.max_text}")
+        if self.max_probes is not None and self.max_probes < 1:
+            raise ConfigError(f"max_probes must be >= 1 (the real photo), got {self.max_probes}")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -148,7 +151,9 @@ def build_key(config: EngineConfig, spec: ModelSpec) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def probe_cases(loaded: LoadedModel, graph: VisionGraph, shapes: GraphShapes, spec: dict) -> list[ParityCase]:
+def probe_cases(
+    loaded: LoadedModel, graph: VisionGraph, shapes: GraphShapes, spec: dict, max_probes: int | None = None
+) -> list[ParityCase]:
     """Parity inputs as the runtime will see them: the runtime's uint8 preprocessing and the model's embedding table
     on a real photo and on random-pixel images of every grid shape the processor picks, with real prompts. Each
     probe also checks that the graph's pixel table turns the runtime's bytes into the processor's pixel_values, bit
@@ -170,7 +175,7 @@ def probe_cases(loaded: LoadedModel, graph: VisionGraph, shapes: GraphShapes, sp
         pixels = rng.integers(0, 256, (h + 3, w + 5, 3), dtype=np.uint8)
         images.append((f"random {h + 3}x{w + 5}", Image.fromarray(pixels)))
     cases = []
-    for i, (name, image) in enumerate(images):
+    for i, (name, image) in enumerate(images[:max_probes]):
         prompt = PROBE_PROMPTS[i % len(PROBE_PROMPTS)]
         prepared = reference.prepare(image, prompt)
         n = prepared.num_crops
@@ -340,7 +345,7 @@ def _write_bundle(config, loaded: LoadedModel, shapes: GraphShapes, root: Path, 
     lint_ok, lint_text = steps.run("polygraphy check lint", polygraphy_lint, vision)
     if not lint_ok:
         raise LintError(f"polygraphy check lint failed on vision.onnx:\n{lint_text[-3000:]}")
-    cases = steps.run("prepare parity probes", probe_cases, loaded, graph, shapes, preprocess)
+    cases = steps.run("prepare parity probes", probe_cases, loaded, graph, shapes, preprocess, config.max_probes)
     session = _session(vision)
     parity = {"fp32": steps.run("parity: ONNX Runtime vs PyTorch", check_parity, session, cases)}
 

@@ -127,17 +127,44 @@ def export_onnx(graph: VisionGraph, shapes: GraphShapes, path: Path) -> dict:
     if shapes.anyres:
         dynamic["image_grid"] = {}
     start = time.perf_counter()
+    _export(graph, example, shapes.input_names, OUTPUTS, dynamic, path)
+    return {"opset": OPSET, "export_seconds": round(time.perf_counter() - start, 2)}
+
+
+class TowerGraph(nn.Module):
+    """The vision graph without the selection: uint8 pixels (N, 3, S, S) -> every projected token (N*P, D). What
+    `adafv bench` compares against to show what the selection costs inside the graph."""
+
+    def __init__(self, visual: VisualTokens, pixel_table: np.ndarray):
+        super().__init__()
+        self.pixels = PixelTable(pixel_table)
+        self.visual = visual
+
+    def forward(self, pixel_values):
+        tokens, _ = self.visual(self.pixels(pixel_values))  # (N, P, D)
+        return tokens.reshape(-1, tokens.shape[-1])  # (N*P, D)
+
+
+def export_tower(tower: TowerGraph, shapes: GraphShapes, path: Path) -> None:
+    """Export a TowerGraph with the same crop range as the vision graph."""
+    n = max(2, shapes.crops[0])
+    example = (example_inputs(shapes, n, 1)[0],)
+    crops = torch.export.Dim("crops", min=shapes.crops[0], max=shapes.crops[1])
+    _export(tower, example, ["pixel_values"], ["tokens"], {"pixel_values": {0: crops}}, path)
+
+
+def _export(module: nn.Module, example: tuple, inputs: list[str], outputs: list[str], dynamic: dict, path: Path):
     for noisy in ("torch.onnx", "onnxscript"):  # "torchvision is not installed...", "Skipping constant folding..."
         logging.getLogger(noisy).setLevel(logging.ERROR)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
-            graph.eval(),
+            module.eval(),
             example,
             dynamo=True,
             opset_version=OPSET,
-            input_names=shapes.input_names,
-            output_names=OUTPUTS,
+            input_names=inputs,
+            output_names=outputs,
             dynamic_shapes=dynamic,
             external_data=True,
             optimize=True,
@@ -145,7 +172,6 @@ def export_onnx(graph: VisionGraph, shapes: GraphShapes, path: Path) -> dict:
         )
         program.save(str(path), external_data=True)
     _shapes_from_float_pixels(path)
-    return {"opset": OPSET, "export_seconds": round(time.perf_counter() - start, 2)}
 
 
 def _shapes_from_float_pixels(path: Path) -> None:

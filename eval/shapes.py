@@ -1,0 +1,90 @@
+"""Real shapes with random weights, for benchmarks: LLaVA-NeXT's vision side (a CLIP-ViT-L/14-336 tower, 5 crops of
+576 patches: 2,880 visual tokens) in front of an LLM shaped like Mistral-7B or like a ~1B Llama. Built from configs
+with a fixed seed, never downloaded, saved once as an ordinary checkpoint folder in the cache and reused.
+
+    shapes     tower                    LLM (Llama architecture)                              for
+    tiny       the tiny twin            the tiny twin (2 layers, width 64)                    CI (--quick)
+    llava-next-1b  CLIP-L/14-336, 24 layers  22 layers, width 2048, 32 heads, 4 KV heads, MLP 5632   CPUs
+    llava-next-7b  CLIP-L/14-336, 24 layers  32 layers, width 4096, 32 heads, 8 KV heads, MLP 14336  GPUs
+
+The tokenizer is the tiny twins' small BPE (its ids are a subset of the 32,000-row embedding table): the prompt's
+token count differs from LLaVA's tokenizer by a few tokens, which changes no timing that matters.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+SHAPES = ("tiny", "llava-next-1b", "llava-next-7b")
+PINPOINTS = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]  # LLaVA-NeXT's
+CLIP_L = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16, image_size=336,
+              patch_size=14, projection_dim=768)  # fmt: skip
+LLMS = {
+    "llava-next-1b": dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32,
+                          num_key_value_heads=4, vocab_size=32000, max_position_embeddings=4096),
+    "llava-next-7b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+                          num_key_value_heads=8, vocab_size=32000, max_position_embeddings=32768),
+}  # fmt: skip
+
+
+def cache_dir() -> Path:
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return base / "adafv" / "shapes"
+
+
+def checkpoint(shapes: str, seed: int = 0) -> str:
+    """A registered name (tiny) or the folder of the random-weight checkpoint for `shapes`, made on first use."""
+    if shapes == "tiny":
+        return "tiny-llava-next"
+    if shapes not in LLMS:
+        from adafv.errors import ConfigError
+
+        raise ConfigError(f"unknown shapes {shapes!r}; choose {', '.join(SHAPES)}")
+    out = cache_dir() / f"{shapes}-seed{seed}"
+    if not (out / "model.safetensors.index.json").is_file() and not (out / "model.safetensors").is_file():
+        _save(shapes, seed, out)
+    return str(out)
+
+
+def _save(shapes: str, seed: int, out: Path) -> None:
+    import shutil
+
+    import torch
+    from transformers import (
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaNextConfig,
+        LlavaNextForConditionalGeneration,
+        LlavaNextImageProcessorPil,
+        LlavaNextProcessor,
+    )
+
+    from adafv import tiny
+
+    tokenizer = tiny.hf_tokenizer()
+    text = LlamaConfig(**LLMS[shapes], bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                       pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False)  # fmt: skip
+    config = LlavaNextConfig(
+        vision_config=CLIPVisionConfig(**CLIP_L),
+        text_config=text,
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        image_grid_pinpoints=PINPOINTS,
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlavaNextForConditionalGeneration(config).eval()
+    image_processor = LlavaNextImageProcessorPil(
+        size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336}, image_grid_pinpoints=PINPOINTS
+    )
+    processor = LlavaNextProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=14,
+                                   vision_feature_select_strategy="default", num_additional_image_tokens=1,
+                                   chat_template=tiny.CHAT_TEMPLATE)  # fmt: skip
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    model.save_pretrained(partial)
+    processor.save_pretrained(partial)
+    shutil.rmtree(out, ignore_errors=True)
+    partial.rename(out)
