@@ -9,7 +9,8 @@ from typing import Any
 from .errors import ConfigError
 
 MODES = ("exact", "paper")
-METHODS = ("adafv", "fastervlm", "text", "random", "full")
+METHODS = ("adafv", "fastervlm", "text", "dart", "divprune", "random", "full")
+GRAPH_METHODS = ("adafv", "fastervlm", "text", "dart", "divprune")  # those an engine can compile (fixed K)
 TOPK_LIMIT = 3840  # TensorRT's TopK accepts K < 3840; the graph is built with K = keep
 
 
@@ -18,8 +19,8 @@ class AdaFVConfig:
     """How many visual tokens to keep and how to choose them.
 
     keep: the token budget (exact mode emits exactly `keep` positions; paper mode at most `keep`).
-    method: `adafv` (the paper), or a baseline: `fastervlm` (saliency only), `text` (relevance only),
-        `random` (seeded), `full` (no reduction).
+    method: `adafv` (the paper), or a baseline: `fastervlm` (saliency only), `text` (relevance only), `dart`
+        (pivots + least-duplicated tokens), `divprune` (max-min diversity), `random` (seeded), `full` (no reduction).
     mode: `exact` (default: exactly `keep` distinct positions) or `paper` (docs/method.md §3-7, duplicates kept).
     legacy_offset: reproduce the released code's crop-offset defect (paper mode only; for comparing with tables).
     temperature: the factor applied to cosine similarities before the softmax of the relevance cue (100 in the paper).

@@ -162,6 +162,7 @@ class Reference:
                 mode=config.mode,
                 legacy_offset=config.legacy_offset,
                 seed=config.seed,
+                tokens=tokens.reshape(1, N * P, D),
             )  # (1, K) crop-major ascending
             ordered = reading_order(positions, self.visual.patches_per_side, prepared.grid[1])[0]  # (K,)
             visual = tokens.reshape(N * P, D).index_select(0, ordered)  # (K, D)

@@ -374,12 +374,17 @@ def select(
     legacy_offset: bool = False,
     seed: int = 0,
     check: bool = True,
+    tokens: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Dispatch by method name (`adafv`, `fastervlm`, `text`, `random`, `full`); same contract as select_tokens."""
+    """Dispatch by method name (`adafv`, `fastervlm`, `text`, `dart`, `divprune`, `random`, `full`); same contract
+    as select_tokens. `tokens` (B, N*P, D), the projected visual tokens: needed by `dart` and `divprune`."""
+    from .baselines import TOKEN_METHODS
+
     if method == "adafv":
         return select_tokens(saliency, relevance, keep, mode=mode, legacy_offset=legacy_offset, check=check)
-    if method not in BASELINES:
-        raise ConfigError(f"unknown method {method!r}; choose one of adafv, {', '.join(BASELINES)}")
+    if method not in BASELINES and method not in TOKEN_METHODS:
+        names = ", ".join(["adafv", *BASELINES, *TOKEN_METHODS])
+        raise ConfigError(f"unknown method {method!r}; choose one of {names}")
     needs_relevance = method == "text"
     if check:
         B, N, P = check_scores(saliency, relevance if needs_relevance else None, keep)
@@ -387,6 +392,10 @@ def select(
         B, N, P = saliency.shape
     if keep >= N * P or method == "full":
         return _all_positions(B, N * P, saliency.device)
+    if method in TOKEN_METHODS:
+        if tokens is None or tuple(tokens.shape[:2]) != (B, N * P):
+            raise ScoreError(f"{method} selects from the visual tokens themselves: pass tokens of shape (B, N*P, D)")
+        return TOKEN_METHODS[method](tokens, keep)
     if method == "random":
         return random_positions(saliency, relevance, keep, seed=seed)
     return BASELINES[method](saliency, relevance, keep)

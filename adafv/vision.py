@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .config import AdaFVConfig
+from .baselines import TOKEN_METHODS
+from .config import GRAPH_METHODS, AdaFVConfig
 from .errors import ModelError
 from .relevance import text_relevance
 from .saliency import ClsSaliency
@@ -88,8 +89,8 @@ class SelectTokens(nn.Module):
 
     def __init__(self, config: AdaFVConfig, patches_per_side: int):
         super().__init__()
-        if config.method not in ("adafv", "fastervlm", "text"):
-            raise ModelError(f"method {config.method!r} cannot be compiled into a graph (adafv, fastervlm, text)")
+        if config.method not in GRAPH_METHODS:
+            raise ModelError(f"method {config.method!r} cannot be compiled into a graph ({', '.join(GRAPH_METHODS)})")
         self.config = config
         self.patches_per_side = patches_per_side
 
@@ -109,6 +110,8 @@ class SelectTokens(nn.Module):
             )  # (1, keep)
         elif cfg.method == "fastervlm":
             positions = fastervlm_positions(saliency[None], relevance, cfg.keep)
+        elif cfg.method in TOKEN_METHODS:
+            positions = TOKEN_METHODS[cfg.method](visual, cfg.keep)  # (1, keep)
         else:
             positions = text_positions(saliency[None], relevance, cfg.keep)
         positions = reading_order(positions, self.patches_per_side, grid_cols)[0]  # (keep,)

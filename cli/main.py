@@ -8,6 +8,8 @@ import os
 import sys
 from pathlib import Path
 
+from adafv.config import GRAPH_METHODS, METHODS
+
 
 def _quiet_libraries() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -222,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--image", required=True, help="image file")
     run.add_argument("--prompt", required=True, help="the question")
     run.add_argument("--keep", type=POSITIVE, help="visual tokens to keep (a bundle has its own)")
-    run.add_argument("--method", default="adafv", choices=["adafv", "fastervlm", "text", "random", "full"])
+    run.add_argument("--method", default="adafv", choices=list(METHODS))
     run.add_argument("--mode", default="exact", choices=["exact", "paper"])
     run.add_argument("--legacy-offset", action="store_true", help="paper mode: reproduce the released code's defect")
     run.add_argument("--seed", type=NON_NEGATIVE, default=0, help="seed of the random baseline / of sampling")
@@ -248,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument("--keep", type=POSITIVE, required=True, help="visual tokens the engine keeps (fixed)")
     engine.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"], help="vision engine")
     engine.add_argument("--llm-precision", default="int4", choices=["int4", "fp32"])
-    engine.add_argument("--method", default="adafv", choices=["adafv", "fastervlm", "text"])
+    engine.add_argument("--method", default="adafv", choices=list(GRAPH_METHODS))
     engine.add_argument("--mode", default="exact", choices=["exact", "paper"])
     engine.add_argument(
         "--target",

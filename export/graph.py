@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from adafv.config import TOPK_LIMIT, AdaFVConfig
+from adafv.config import GRAPH_METHODS, TOPK_LIMIT, AdaFVConfig
 from adafv.errors import ConfigError
 from adafv.vision import SelectTokens, VisualTokens
 
@@ -99,8 +99,8 @@ def check_keep(config: AdaFVConfig, shapes: GraphShapes) -> None:
             f"keep={config.keep} is not smaller than the visual tokens of the smallest image this model produces "
             f"({shapes.crops[0]} crop(s) x {shapes.patches_per_crop} = {fewest}); nothing would be dropped"
         )
-    if config.method not in ("adafv", "fastervlm", "text"):
-        raise ConfigError(f"method {config.method!r} cannot be compiled into an engine (adafv, fastervlm, text)")
+    if config.method not in GRAPH_METHODS:
+        raise ConfigError(f"method {config.method!r} cannot be compiled into an engine ({', '.join(GRAPH_METHODS)})")
     if config.mode == "paper" and config.keep < 2 * shapes.crops[1]:
         raise ConfigError(f"paper mode needs keep >= 2 * max crops = {2 * shapes.crops[1]}, got {config.keep}")
 
