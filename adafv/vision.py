@@ -79,6 +79,30 @@ def reading_order(positions: torch.Tensor, patches_per_side: int, grid_cols) -> 
     return torch.gather(positions, -1, order)
 
 
+def rows_layout(ordered: torch.Tensor, tokens: torch.Tensor, newline: torch.Tensor, patches_per_side: int,
+                grid_cols) -> torch.Tensor:  # fmt: skip
+    """The `rows` layout of kept tokens: the reading order, with the model's `image_newline` embedding after each
+    row of the stitched high-resolution grid that keeps at least one token (as the stock LLaVA-NeXT sequence ends
+    every grid row with one; the base view has none).
+
+    ordered (K,) crop-major positions in reading order; tokens (N*P, D); newline (D,) -> (K + rows kept, D).
+    Eager only (a Python walk over the K positions): the reference path and measurements use it.
+    """
+    side = patches_per_side
+    P = side * side
+    pieces, last_row = [], None
+    for position in ordered.tolist():
+        crop, patch = divmod(position, P)
+        row = None if crop == 0 else ((crop - 1) // grid_cols) * side + patch // side  # global grid row
+        if last_row is not None and row != last_row:
+            pieces.append(newline[None])
+        pieces.append(tokens[position][None])
+        last_row = row
+    if last_row is not None:
+        pieces.append(newline[None])
+    return torch.cat(pieces).to(tokens.dtype)  # (K + rows, D)
+
+
 class SelectTokens(nn.Module):
     """One image, fixed keep: (tokens (N, P, D), saliency (N, P), text_embeds (T, D), text_mask (T,), grid_cols)
     -> kept_tokens (keep, D), kept_positions (keep,) in reading order.

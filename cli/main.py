@@ -161,6 +161,42 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def _csv(kind, name: str):
+    def parse(text: str):
+        try:
+            return [kind(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"a comma-separated list of {name}, got {text!r}") from None
+
+    return parse
+
+
+def cmd_eval(args) -> int:
+    from adafv.eval.vqa import evaluate
+
+    if not is_bundle(args.model):
+        require("torch", f"evaluating {args.model} through the PyTorch reference path (not a bundle)")
+    bad = [m for m in args.method if m not in METHODS]
+    if bad:
+        from adafv.errors import ConfigError
+
+        raise ConfigError(f"unknown method {', '.join(bad)}; choose from {', '.join(METHODS)}")
+    out = args.out or Path("eval") / Path(args.data).stem
+    results = evaluate(args.model, args.data, args.method, args.keep, out, args.max_new_tokens, args.suffix,
+                       args.limit, progress=not args.quiet)  # fmt: skip
+    print((out / "results.md").read_text(), end="")
+    print(f"written: {out / 'results.json'}, {out / 'results.md'} ({results['seconds']:.0f} s)")
+    return 0
+
+
+def cmd_convert(args) -> int:
+    from adafv.eval.vqa import convert
+
+    n = convert(args.format, args.source, args.images, args.out)
+    print(f"{args.out}: {n} questions")
+    return 0
+
+
 def cmd_doctor(args) -> int:
     from adafv.runtime.doctor import format_report, report
 
@@ -285,6 +321,25 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", type=Path, help="where bench.json/.md/.png go (default bench/<shapes>-<device>)")
     bench.add_argument("--quiet", action="store_true")
     bench.set_defaults(func=cmd_bench)
+
+    ev = sub.add_parser("eval", help="VQA accuracy under token reduction (a bundle, or a model's reference path)")
+    ev.add_argument("--model", required=True, help="registered name, checkpoint directory, or bundle directory")
+    ev.add_argument("--data", required=True, type=Path, help="JSONL: image, question, answer (+ label for POPE)")
+    ev.add_argument("--method", type=_csv(str, "methods"), default=["adafv"], help="e.g. adafv,fastervlm,dart")
+    ev.add_argument("--keep", type=_csv(int, "integers"), default=[64], help="e.g. 64,144,288")
+    ev.add_argument("--out", type=Path, help="results and resumable answers (default eval/<data name>)")
+    ev.add_argument("--max-new-tokens", type=POSITIVE, default=16)
+    ev.add_argument("--suffix", default=None, help="appended to each question (default: LLaVA's single-word prompt)")
+    ev.add_argument("--limit", type=POSITIVE, help="only the first N questions")
+    ev.add_argument("--quiet", action="store_true")
+    ev.set_defaults(func=cmd_eval)
+
+    conv = sub.add_parser("convert", help="a public VQA benchmark's files -> adafv eval's JSONL")
+    conv.add_argument("format", choices=["gqa", "pope", "textvqa"])
+    conv.add_argument("source", type=Path, help="testdev_balanced_questions.json | a POPE .json(l) | TextVQA val")
+    conv.add_argument("--images", required=True, type=Path, help="the folder holding the benchmark's images")
+    conv.add_argument("--out", required=True, type=Path)
+    conv.set_defaults(func=cmd_convert)
 
     doctor = sub.add_parser("doctor", help="what this environment can run (and a bundle: on what, and why)")
     doctor.add_argument("bundle", nargs="?", help="a bundle directory to explain")

@@ -34,7 +34,9 @@ import torch
 
 from . import scenes
 
-METHODS = ("full", "adafv", "adafv-paper", "fastervlm", "text", "random")
+METHODS = ("full", "adafv", "adafv-paper", "adafv-rows", "fastervlm", "fastervlm-rows", "dart", "divprune", "text",
+           "random")  # fmt: skip
+ROWS = "-rows"  # the kept tokens in grid rows, with the model's image_newline after each kept row
 KEEPS = (50, 25, 10, 5)  # percent of each sample's visual tokens N*P
 QUESTIONS = 600
 MAX_NEW_TOKENS = 3
@@ -42,7 +44,11 @@ LABELS = {
     "full": "full (all tokens)",
     "adafv": "adafv (exact)",
     "adafv-paper": "adafv (paper)",
+    "adafv-rows": "adafv (exact), rows layout",
     "fastervlm": "fastervlm",
+    "fastervlm-rows": "fastervlm, rows layout",
+    "dart": "dart",
+    "divprune": "divprune",
     "text": "text",
     "random": "random",
 }
@@ -87,10 +93,11 @@ def measure(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from adafv.select import select
-    from adafv.vision import reading_order
+    from adafv.vision import reading_order, rows_layout
 
     tokenizer = reference.processor.tokenizer
     side = reference.visual.patches_per_side
+    newline = reference.model.model.image_newline.detach()  # (D,) what the stock sequence ends each grid row with
     records = []
     columns = [TextColumn("measuring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     with Progress(*columns, disable=not progress) as bar, torch.no_grad():
@@ -132,13 +139,19 @@ def measure(
             for method in methods:
                 if method == "full":
                     continue
-                name, mode = ("adafv", "paper") if method == "adafv-paper" else (method, "exact")
+                name, mode = ("adafv", "paper") if method == "adafv-paper" else (method.removesuffix(ROWS), "exact")
                 for percent in keeps:
                     keep = keep_for(percent, N * P)
-                    positions = select(name, saliency[None], relevance[None], keep, mode=mode, seed=i)  # (1, K)
+                    positions = select(name, saliency[None], relevance[None], keep, mode=mode, seed=i,
+                                       tokens=flat[None])  # (1, K)  # fmt: skip
                     ordered = reading_order(positions, side, prepared.grid[1])[0]  # (K,) reading order
                     key = f"{method}@{percent}"
-                    record["answers"][key] = answer(flat.index_select(0, ordered))  # (K, D) kept tokens
+                    if method.endswith(ROWS):
+                        visual = rows_layout(ordered, flat, newline, side, prepared.grid[1])  # (K + rows, D)
+                        record.setdefault("newlines", {})[key] = int(visual.shape[0] - ordered.shape[0])
+                    else:
+                        visual = flat.index_select(0, ordered)  # (K, D) kept tokens
+                    record["answers"][key] = answer(visual)
                     if target is not None and target.any():
                         kept = torch.zeros(N * P, dtype=torch.bool)
                         kept[positions[0]] = True
@@ -166,6 +179,9 @@ def summarize(records: list[dict]) -> dict:
             row[kind] = _mean(ok for r, ok in right if r["kind"] == kind)
             for size in scenes.SIZES:
                 row[f"{kind}/{size}"] = _mean(ok for r, ok in right if r["kind"] == kind and r["size"] == size)
+        added = [r["newlines"][key] for r in records if key in r.get("newlines", {})]
+        if added:
+            row["mean_newlines"] = round(sum(added) / len(added), 1)  # image_newline tokens the rows layout adds
         cover = [r["coverage"][key] for r in records if key in r["coverage"]]
         if cover:
             row["target_coverage"] = _mean(cover)
@@ -275,6 +291,18 @@ def markdown(summary: dict, methods=METHODS, keeps=KEEPS) -> str:
                 for k in keeps
             )
             lines.append(f"| {LABELS[method]} | {cells} |")
+    rows_methods = [m for m in methods if m.endswith(ROWS) and f"{m}@{keeps[0]}" in acc] if keeps else []
+    if rows_methods:
+        added = ", ".join(
+            f"{LABELS[m]}: " + " / ".join(f"{acc[f'{m}@{k}'].get('mean_newlines', 0):.1f}" for k in keeps)
+            for m in rows_methods
+        )
+        lines += [
+            "",
+            "The rows layout feeds the kept tokens in their grid rows with the model's `image_newline` embedding after "
+            f"each row that keeps a token; newline tokens it adds on average, keep {' / '.join(map(str, keeps))}%: "
+            f"{added}.",
+        ]
     if "saliency_on_large_base_view" in summary:
         lines += [
             "",

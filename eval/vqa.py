@@ -1,0 +1,232 @@
+"""`adafv eval`: LLaVA-style VQA accuracy under token reduction, on a bundle (the runtime) or on the PyTorch reference.
+
+    adafv eval --model MODEL|BUNDLE --data FILE.jsonl [--method adafv,fastervlm] [--keep 64,144] [--out DIR]
+
+Data: one JSON object per line, `{"image": PATH, "question": TEXT, "answer": TEXT | [TEXT, ...]}` (paths relative to
+the file's folder), plus POPE's `"label": "yes" | "no"`, and an optional `"id"`. `adafv convert gqa|pope|textvqa`
+writes such files from the public downloads (GQA testdev-balanced, POPE, TextVQA val) that a user points it at.
+
+Each question gets LLaVA's evaluation suffix ("Answer the question using a single word or phrase."), greedy
+decoding, and the answer normalisation of the VQA evaluation as LLaVA uses it (lower case, punctuation dropped,
+number words to digits, articles dropped). Scores: exact match (VQA accuracy, min(1, matches / 3), where a question
+has ten reference answers as in TextVQA), yes/no accuracy, and for POPE precision / recall / F1 with "yes" as the
+positive class. Every method and keep is also a ratio to `full` (all tokens, the stock features). Resumable: answers
+are appended per question to `<out>/answers/<run>.jsonl`, and questions already answered are skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from adafv.errors import AdafvError
+
+SUFFIX = "Answer the question using a single word or phrase."
+NUMBERS = {"none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6",
+           "seven": "7", "eight": "8", "nine": "9", "ten": "10"}  # fmt: skip
+ARTICLES = {"a", "an", "the"}
+_PUNCT = re.compile(r"[;/\[\]\"{}()=+\\_\-><@`,?!*#%^&$~|:']")
+
+
+class DataError(AdafvError, ValueError):
+    """A data file line that cannot be evaluated (missing field, unreadable image path)."""
+
+
+def normalize(answer: str) -> str:
+    """The VQA evaluation's normalisation: lower case, no punctuation (a period only where it is not a decimal
+    point), number words as digits, no articles, single spaces."""
+    text = answer.replace("\n", " ").replace("\t", " ").strip().lower()
+    text = _PUNCT.sub(" ", text)
+    text = re.sub(r"(?<!\d)\.(?!\d)", " ", text)
+    words = [NUMBERS.get(w, w) for w in text.split() if w not in ARTICLES]
+    return " ".join(words)
+
+
+def load(path: Path) -> list[dict[str, Any]]:
+    """Read and check a JSONL data file; image paths resolved against its folder."""
+    items = []
+    for n, line in enumerate(Path(path).read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{n}: not JSON ({e.msg})") from e
+        missing = [k for k in ("image", "question", "answer") if k not in item]
+        if missing:
+            raise DataError(f"{path}:{n}: missing {', '.join(missing)}")
+        image = Path(item["image"])
+        item["image"] = str(image if image.is_absolute() else Path(path).parent / image)
+        item.setdefault("id", n)
+        items.append(item)
+    if not items:
+        raise DataError(f"{path} holds no questions")
+    return items
+
+
+def score(prediction: str, answer) -> float:
+    """1 / 0 for exact match; VQA accuracy, min(1, matches / 3), against a list of reference answers."""
+    got = normalize(prediction)
+    if isinstance(answer, list):
+        matches = sum(got == normalize(a) for a in answer)
+        return min(1.0, matches / 3) if len(answer) >= 3 else float(matches > 0)
+    return float(got == normalize(str(answer)))
+
+
+def _yes_no(text: str) -> str | None:
+    words = normalize(text).split()
+    return words[0] if words and words[0] in ("yes", "no") else None
+
+
+def metrics(items: list[dict], predictions: dict) -> dict[str, Any]:
+    """Accuracy, yes/no accuracy and (when items carry POPE labels) precision / recall / F1 / yes-ratio."""
+    done = [it for it in items if str(it["id"]) in predictions]
+    out: dict[str, Any] = {"questions": len(done)}
+    if not done:
+        return out
+    out["accuracy"] = 100 * sum(score(predictions[str(it["id"])], it["answer"]) for it in done) / len(done)
+    yes_no = [it for it in done if not isinstance(it["answer"], list) and normalize(it["answer"]) in ("yes", "no")]
+    if yes_no:
+        right = sum(_yes_no(predictions[str(it["id"])]) == normalize(it["answer"]) for it in yes_no)
+        out["yes_no_accuracy"] = 100 * right / len(yes_no)
+    labelled = [it for it in done if "label" in it]
+    if labelled:
+        said = [_yes_no(predictions[str(it["id"])]) == "yes" for it in labelled]
+        truth = [normalize(it["label"]) == "yes" for it in labelled]
+        tp = sum(s and t for s, t in zip(said, truth))
+        precision = tp / max(sum(said), 1)
+        recall = tp / max(sum(truth), 1)
+        out.update({
+            "precision": 100 * precision,
+            "recall": 100 * recall,
+            "f1": 100 * (2 * precision * recall / (precision + recall) if precision + recall else 0.0),
+            "yes_ratio": 100 * sum(said) / len(said),
+        })  # fmt: skip
+    return out
+
+
+def _run_file(out: Path, run: str) -> Path:
+    return out / "answers" / f"{run}.jsonl"
+
+
+def _answered(path: Path) -> dict[str, str]:
+    done = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                done[str(row["id"])] = row["prediction"]
+    return done
+
+
+def evaluate(
+    model: str,
+    data: Path,
+    methods: list[str],
+    keeps: list[int],
+    out: Path,
+    max_new_tokens: int = 16,
+    suffix: str | None = SUFFIX,
+    limit: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Answer every question with every (method, keep) (and `full`), resumably; returns and writes the results."""
+    from adafv.runtime import load_image
+
+    suffix = SUFFIX if suffix is None else suffix
+    items = load(data)[:limit]
+    out.mkdir(parents=True, exist_ok=True)
+    bundle = (Path(model) / "manifest.json").is_file()
+    runs: list[tuple[str, Any]] = []
+    if bundle:
+        from adafv.runtime import Pipeline
+
+        pipe = Pipeline.load(model)
+        sel = pipe.manifest["selection"]
+        runs.append((f"{sel['method']}@{sel['keep']}", lambda image, q: pipe.run(image, q, max_new_tokens)["text"]))
+    else:
+        from adafv import AdaFVConfig
+        from adafv.pipeline import Reference
+
+        reference = Reference.load(model)
+        configs = [("full", AdaFVConfig(keep=1, method="full"))]
+        configs += [(f"{m}@{k}", AdaFVConfig(keep=k, method=m)) for m in methods for k in keeps if m != "full"]
+        for name, config in configs:
+            runs.append((name, lambda image, q, c=config: reference.run(image, q, c, max_new_tokens)["text"]))
+    start = time.perf_counter()
+    results: dict[str, Any] = {"model": model, "data": str(data), "path": "bundle" if bundle else "reference",
+                               "suffix": suffix, "runs": {}}  # fmt: skip
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = [TextColumn("{task.description:24s}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
+    with Progress(*columns, disable=not progress) as bar:
+        for name, answer in runs:
+            path = _run_file(out, name.replace("@", "-k"))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            done = _answered(path)
+            todo = [it for it in items if str(it["id"]) not in done]
+            task = bar.add_task(name, total=len(items), completed=len(items) - len(todo))
+            with path.open("a") as f:
+                for it in todo:
+                    question = f"{it['question']}\n{suffix}" if suffix else it["question"]
+                    prediction = answer(load_image(it["image"]), question)
+                    f.write(json.dumps({"id": it["id"], "prediction": prediction}) + "\n")
+                    f.flush()  # resumable at every question
+                    done[str(it["id"])] = prediction
+                    bar.advance(task)
+            results["runs"][name] = metrics(items, done)
+    full = results["runs"].get("full")
+    if full:
+        for row in results["runs"].values():
+            row["ratio_to_full"] = {k: row[k] / full[k] for k in row if k in full and k != "questions" and full[k]}
+    results["seconds"] = round(time.perf_counter() - start, 1)
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    (out / "results.md").write_text(markdown(results))
+    return results
+
+
+def markdown(results: dict[str, Any]) -> str:
+    keys = [k for k in ("accuracy", "yes_no_accuracy", "precision", "recall", "f1", "yes_ratio")
+            if any(k in r for r in results["runs"].values())]  # fmt: skip
+    lines = [
+        f"{results['model']} on {results['data']} ({results['path']} path); % (ratio to full)",
+        "",
+        "| method @ keep | questions | " + " | ".join(keys) + " |",
+        "|---" * (2 + len(keys)) + "|",
+    ]
+    for name, row in results["runs"].items():
+        ratio = row.get("ratio_to_full", {})
+        cells = [f"{row[k]:.1f}" + (f" ({ratio[k]:.2f})" if k in ratio else "") if k in row else "–" for k in keys]
+        lines.append(f"| {name} | {row['questions']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# -- converters from the public formats ------------------------------------------------------------------------------
+
+
+def convert(kind: str, source: Path, images: Path, out: Path) -> int:
+    """Write a JSONL data file from a public benchmark's own files; returns the number of questions."""
+    source, images = Path(source), Path(images)
+    rows = []
+    if kind == "gqa":  # testdev_balanced_questions.json: {qid: {"imageId", "question", "answer", ...}}
+        for qid, q in json.loads(source.read_text()).items():
+            rows.append({"id": qid, "image": str(images / f"{q['imageId']}.jpg"), "question": q["question"],
+                         "answer": q["answer"]})  # fmt: skip
+    elif kind == "pope":  # one JSON per line: {"question_id", "image", "text", "label"}
+        for line in source.read_text().splitlines():
+            if line.strip():
+                q = json.loads(line)
+                rows.append({"id": q["question_id"], "image": str(images / q["image"]), "question": q["text"],
+                             "answer": q["label"], "label": q["label"]})  # fmt: skip
+    elif kind == "textvqa":  # TextVQA_0.5.1_val.json: {"data": [{"question_id", "image_id", "question", "answers"}]}
+        for q in json.loads(source.read_text())["data"]:
+            rows.append({"id": q["question_id"], "image": str(images / f"{q['image_id']}.jpg"),
+                         "question": q["question"], "answer": q["answers"]})  # fmt: skip
+    else:
+        raise DataError(f"unknown format {kind!r}; choose gqa, pope, textvqa")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return len(rows)
