@@ -9,6 +9,7 @@ from typing import Any
 from .errors import ConfigError
 
 MODES = ("exact", "paper")
+LAYOUTS = ("rows", "compact")
 METHODS = ("adafv", "fastervlm", "text", "dart", "divprune", "random", "full")
 GRAPH_METHODS = ("adafv", "fastervlm", "text", "dart", "divprune")  # those an engine can compile (fixed K)
 TOPK_LIMIT = 3840  # TensorRT's TopK accepts K < 3840; the graph is built with K = keep
@@ -25,6 +26,9 @@ class AdaFVConfig:
     legacy_offset: reproduce the released code's crop-offset defect (paper mode only; for comparing with tables).
     temperature: the factor applied to cosine similarities before the softmax of the relevance cue (100 in the paper).
     seed: the seed of the `random` baseline.
+    layout: how the kept tokens reach the LLM (anyres models): `rows` (default: reading order, with the model's
+        `image_newline` embedding after each high-resolution grid row that keeps a token, as the stock sequence ends
+        every row) or `compact` (reading order only: the paper's setting). `rows` won on the toy world (README).
     """
 
     keep: int
@@ -33,6 +37,7 @@ class AdaFVConfig:
     legacy_offset: bool = False
     temperature: float = 100.0
     seed: int = 0
+    layout: str = "rows"
 
     def __post_init__(self) -> None:
         if isinstance(self.keep, bool) or not isinstance(self.keep, int):
@@ -45,6 +50,8 @@ class AdaFVConfig:
             raise ConfigError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
         if self.legacy_offset and self.mode != "paper":
             raise ConfigError("legacy_offset reproduces the released code's defect and needs mode='paper'")
+        if self.layout not in LAYOUTS:
+            raise ConfigError(f"unknown layout {self.layout!r}; choose one of {', '.join(LAYOUTS)}")
         if not (self.temperature > 0 and self.temperature < float("inf")):
             raise ConfigError(f"temperature must be a positive finite number, got {self.temperature!r}")
 

@@ -20,7 +20,7 @@ from .errors import InputError
 from .models import LoadedModel, load
 from .relevance import text_relevance
 from .select import select
-from .vision import VisualTokens, reading_order
+from .vision import VisualTokens, reading_order, rows_layout
 
 
 @dataclasses.dataclass
@@ -165,7 +165,12 @@ class Reference:
                 tokens=tokens.reshape(1, N * P, D),
             )  # (1, K) crop-major ascending
             ordered = reading_order(positions, self.visual.patches_per_side, prepared.grid[1])[0]  # (K,)
-            visual = tokens.reshape(N * P, D).index_select(0, ordered)  # (K, D)
+            flat = tokens.reshape(N * P, D)
+            if config.layout == "rows" and self.loaded.arch.anyres:
+                newline = self.model.model.image_newline  # (D,)
+                visual = rows_layout(ordered, flat, newline, self.visual.patches_per_side, prepared.grid[1])
+            else:
+                visual = flat.index_select(0, ordered)  # (K, D)
             positions = positions[0]
         t3 = time.perf_counter()
         ids = self.generate(prepared, visual, max_new_tokens)
@@ -176,6 +181,7 @@ class Reference:
             "path": "reference",
             "method": "full" if full else config.method,
             "mode": config.mode,
+            "layout": "stock" if full else config.layout if self.loaded.arch.anyres else "compact",
             "keep": config.keep,
             "text": self.processor.tokenizer.decode(ids, skip_special_tokens=True).strip(),
             "tokens": ids,

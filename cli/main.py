@@ -99,6 +99,7 @@ def cmd_run(args) -> int:
         mode=args.mode,
         legacy_offset=args.legacy_offset,
         seed=args.seed,
+        layout=args.layout,
     )
     reference = Reference.load(args.model, dtype=args.dtype)
     result = reference.run(image, args.prompt, config, max_new_tokens=args.max_new_tokens)
@@ -138,7 +139,7 @@ def cmd_engine(args) -> int:
 
     config = EngineConfig(
         model=args.model,
-        selection=AdaFVConfig(keep=args.keep, method=args.method, mode=args.mode),
+        selection=AdaFVConfig(keep=args.keep, method=args.method, mode=args.mode, layout=args.layout),
         precision=args.precision,
         llm_precision=args.llm_precision,
         max_crops=args.max_crops,
@@ -262,6 +263,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--keep", type=POSITIVE, help="visual tokens to keep (a bundle has its own)")
     run.add_argument("--method", default="adafv", choices=list(METHODS))
     run.add_argument("--mode", default="exact", choices=["exact", "paper"])
+    run.add_argument(
+        "--layout",
+        default="rows",
+        choices=["rows", "compact"],
+        help="kept tokens in grid rows with the model's image_newline (default), or compact",
+    )
     run.add_argument("--legacy-offset", action="store_true", help="paper mode: reproduce the released code's defect")
     run.add_argument("--seed", type=NON_NEGATIVE, default=0, help="seed of the random baseline / of sampling")
     run.add_argument("--max-new-tokens", type=POSITIVE, default=32)
@@ -288,6 +295,12 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument("--llm-precision", default="int4", choices=["int4", "fp32"])
     engine.add_argument("--method", default="adafv", choices=list(GRAPH_METHODS))
     engine.add_argument("--mode", default="exact", choices=["exact", "paper"])
+    engine.add_argument(
+        "--layout",
+        default="rows",
+        choices=["rows", "compact"],
+        help="how the runtime lays the kept tokens out for the LLM (rows: + image_newline)",
+    )
     engine.add_argument(
         "--target",
         default="auto",

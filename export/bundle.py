@@ -376,6 +376,11 @@ def _write_bundle(config, loaded: LoadedModel, shapes: GraphShapes, root: Path, 
     embed = export_embeddings(
         loaded.model, root / "embed.npy", "float32" if config.llm_precision == "fp32" else "float16"
     )
+    layout = {"kind": config.selection.layout if shapes.anyres else "compact"}
+    if layout["kind"] == "rows":  # the model's own row separator, in the embedding table's dtype
+        newline = loaded.model.model.image_newline.detach().float().numpy().astype(embed["dtype"])  # (D,)
+        np.save(root / "newline.npy", newline)
+        layout["newline"] = "newline.npy"
     table = np.load(root / "embed.npy", mmap_mode="r")
     checks = [_prompt_ids(loaded, prompt) for prompt in PROBE_PROMPTS]
     llm["verify"] = steps.run("verify the decoder in ONNX Runtime against PyTorch", verify_decoder, loaded.model,
@@ -441,6 +446,7 @@ def _write_bundle(config, loaded: LoadedModel, shapes: GraphShapes, root: Path, 
             "pad_token_id": tok.pad_token_id,
         },
         "embed": embed,
+        "layout": layout,
         "llm": llm,
         "tools": _tool_versions(),
         "timings_s": steps.times,

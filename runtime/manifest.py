@@ -11,7 +11,7 @@ from typing import Any
 from .errors import BundleError
 
 FORMAT = "adafv-bundle"
-FORMAT_VERSION = 2  # 2: uint8 pixels into the vision graph, a build target, a pruned LM head
+FORMAT_VERSION = 3  # 2: uint8 pixels, a build target, a pruned LM head; 3: the layout (rows + image_newline)
 MANIFEST = "manifest.json"
 DIGEST = "manifest_sha256"  # covers every other field: an edited manifest is refused, not trusted
 # nested fields the runtime reads, with their types: a manifest without one is refused with its name
@@ -36,6 +36,7 @@ SCHEMA = {
     "tokenizer.dir": str,
     "tokenizer.eos_token_ids": list,
     "embed.file": str,
+    "layout.kind": str,
     "llm.dir": str,
     "llm.file": str,
     "llm.num_layers": int,

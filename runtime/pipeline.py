@@ -50,6 +50,7 @@ class Pipeline:
         self._decoder = None
         self._tokenizer = None
         self._embed = None
+        self._newline = None
 
     @classmethod
     def load(
@@ -187,6 +188,16 @@ class Pipeline:
             )
         return pre, post
 
+    def layout(self, positions: np.ndarray, tokens: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+        """The kept tokens as the LLM reads them: in reading order (as the graph returns them), and with the rows
+        layout, the model's image_newline after every high-resolution grid row that keeps a token."""
+        if self.manifest["layout"]["kind"] != "rows":
+            return tokens
+        if self._newline is None:
+            self._newline = np.load(self.root / self.manifest["layout"]["newline"])  # (D,)
+        side = int(round(self.manifest["vision"]["patches_per_crop"] ** 0.5))
+        return rows_layout(positions, tokens, self._newline, side, grid[1])
+
     def embed(self, ids: list[int]) -> np.ndarray:
         """Rows of the embedding table, in its dtype: (T, D)."""
         return np.asarray(self.embed_table[ids])
@@ -229,7 +240,8 @@ class Pipeline:
         kept_tokens, positions = self.vision(pixels, self.embed(post), grid)  # (keep, D), (keep,)
         valid = positions >= 0  # paper mode pads with -1
         t2 = time.perf_counter()
-        embeds = np.concatenate([self.embed(pre), kept_tokens[valid], self.embed(post)])  # (L, D)
+        visual = self.layout(positions[valid], kept_tokens[valid], grid)  # (K [+ rows], D)
+        embeds = np.concatenate([self.embed(pre), visual, self.embed(post)])  # (L, D)
         tok = self.manifest["tokenizer"]
         stream = _Detokenizer(self.tokenizer, on_token) if on_token is not None else None
         decoder = self._load_decoder()
@@ -256,7 +268,8 @@ class Pipeline:
             "kept_positions": sorted(positions[valid].tolist()),
             "num_kept": int(valid.sum()),
             "num_visual_tokens": num_crops * self.manifest["vision"]["patches_per_crop"],
-            "num_llm_visual_tokens": int(valid.sum()),
+            "num_llm_visual_tokens": int(visual.shape[0]),
+            "layout": self.manifest["layout"]["kind"],
             "num_crops": num_crops,
             "grid": list(grid),
             "stopped": generation.stopped,
@@ -273,6 +286,18 @@ class Pipeline:
                 "total": ms(t0, t3),
             },
         }
+
+
+def rows_layout(positions: np.ndarray, tokens: np.ndarray, newline: np.ndarray, side: int, cols: int) -> np.ndarray:
+    """positions (K,) crop-major in reading order, tokens (K, D) -> (K + rows kept, D): `newline` after each row of
+    the stitched high-resolution grid that keeps a token (the base view, crop 0, has none). The same rule as
+    `adafv.vision.rows_layout`, in numpy."""
+    P = side * side
+    crop, patch = positions // P, positions % P
+    row = np.where(crop == 0, -1, ((crop - 1) // cols) * side + patch // side)  # (K,) global grid row, -1 = base
+    last = (row >= 0) & (np.append(row[1:], -2) != row)  # (K,) the last kept token of its row
+    after = np.flatnonzero(last) + 1  # insert the newline after these
+    return np.insert(tokens, after, newline.astype(tokens.dtype, copy=False), axis=0)
 
 
 def version_tuple(version: str) -> tuple[int, ...]:

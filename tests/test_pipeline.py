@@ -64,13 +64,27 @@ def test_kept_tokens_reach_the_llm_in_reading_order(tiny_next, photos, monkeypat
         return original(prepared, visual_embeds, max_new_tokens)
 
     monkeypatch.setattr(tiny_next, "generate", capture)
-    result = tiny_next.run(image, prompt, AdaFVConfig(keep=40), max_new_tokens=4)
+    result = tiny_next.run(image, prompt, AdaFVConfig(keep=40, layout="compact"), max_new_tokens=4)
     kept = set(result["kept_positions"])
     crop_major = torch.arange(N * P)
     packing = torch.cat([crop_major[:P], crop_major[P:].view(rows, cols, side, side).permute(0, 2, 1, 3).reshape(-1)])
     order = [p for p in packing.tolist() if p in kept]  # the stock order, restricted to the kept positions
-    assert torch.equal(seen["visual"], tokens.reshape(N * P, D)[order])
+    flat = tokens.reshape(N * P, D)
+    assert torch.equal(seen["visual"], flat[order])
     assert result["num_kept"] == 40 and result["num_visual_tokens"] == N * P == 320 and result["grid"] == [2, 2]
+
+    # rows (the default): the same order, and after every stitched grid row that keeps a token, image_newline
+    result = tiny_next.run(image, prompt, AdaFVConfig(keep=40), max_new_tokens=4)
+    assert set(result["kept_positions"]) == kept and result["layout"] == "rows"
+    newline = tiny_next.model.model.image_newline
+    expected = []
+    grid_rows = crop_major[P:].view(rows, cols, side, side).permute(0, 2, 1, 3).reshape(rows * side, cols * side)
+    expected += [flat[p] for p in crop_major[:P].tolist() if p in kept]  # the base view: no newline
+    for row in grid_rows.tolist():
+        hits = [flat[p] for p in row if p in kept]
+        expected += hits + ([newline] if hits else [])
+    assert torch.equal(seen["visual"], torch.stack(expected))
+    assert result["num_llm_visual_tokens"] == len(expected) > 40
 
 
 def _paint(photo, tile, r, c, side=8, grid=2):
@@ -152,8 +166,10 @@ def test_paper_mode_and_baselines_run(tiny_next, photos):
         AdaFVConfig(keep=33, method="fastervlm"),
         AdaFVConfig(keep=33, method="text"),
         AdaFVConfig(keep=33, method="random", seed=1),
+        AdaFVConfig(keep=33, method="dart"),
+        AdaFVConfig(keep=33, method="divprune", layout="compact"),
     ):
         result = tiny_next.run(photos["chelsea.png"], "What is in the picture?", config, max_new_tokens=3)
         N = result["num_crops"]
         expected = 2 * ((33 // 2) // N) * N if config.mode == "paper" else 33
-        assert result["num_kept"] == expected == result["num_llm_visual_tokens"]
+        assert result["num_kept"] == expected <= result["num_llm_visual_tokens"]  # rows: + image_newline tokens

@@ -371,3 +371,25 @@ def test_both_onnx_runtime_packages_installed_is_one_line(bundles, monkeypatch):
     monkeypatch.setattr(providers, "installed", lambda names: {"onnxruntime": "1.32.0", "onnxruntime-gpu": "1.31.1"})
     with pytest.raises(providers.OnnxRuntimeMissing, match="more than one ONNX Runtime package.*install exactly one"):
         Pipeline.load(bundles[("tiny-llava", "exact", "fp32")])
+
+
+def test_rows_layout_in_numpy_equals_the_reference():
+    """The runtime's numpy rows layout and the method's torch one insert the same newlines at the same places."""
+    import torch
+
+    from adafv.runtime.pipeline import rows_layout as numpy_rows
+    from adafv.vision import reading_order
+    from adafv.vision import rows_layout as torch_rows
+
+    rng = np.random.default_rng(0)
+    side, P, D = 4, 16, 6
+    for rows, cols in [(1, 2), (2, 1), (2, 2), (3, 1), (1, 3)]:
+        N = 1 + rows * cols
+        tokens = rng.standard_normal((N * P, D)).astype(np.float32)
+        newline = rng.standard_normal(D).astype(np.float32)
+        for keep in (1, 5, 17, N * P - 1):
+            positions = torch.tensor(np.sort(rng.choice(N * P, keep, replace=False)))[None]
+            ordered = reading_order(positions, side, cols)[0]
+            want = torch_rows(ordered, torch.from_numpy(tokens), torch.from_numpy(newline), side, cols).numpy()
+            got = numpy_rows(ordered.numpy(), tokens[ordered.numpy()], newline, side, cols)
+            assert np.array_equal(got, want), (rows, cols, keep)

@@ -256,7 +256,9 @@ def markdown(summary: dict, methods=METHODS, keeps=KEEPS) -> str:
     lines = [
         f"Accuracy (%) on {summary['questions']} held-out questions ({summary['small']} about small objects, "
         f"{summary['large']} about the large one); cells: all (small / large). `keep` is a share of each image's "
-        f"N*P visual tokens (mean N*P = {summary['mean_visual_tokens']:.0f}).",
+        f"N*P visual tokens (mean N*P = {summary['mean_visual_tokens']:.0f}). Rows without 'rows layout' feed the "
+        "kept tokens in the compact layout (reading order, no newline tokens: the paper's setting); adafv's default "
+        "is now the rows layout.",
         "",
         *_accuracy_rows(acc, methods, keeps),
     ]
