@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -122,8 +123,8 @@ def run(config: BenchConfig, out_dir: Path, progress: bool = True) -> dict[str, 
     import torch
 
     from adafv import AdaFVConfig
-    from adafv.export.bundle import EngineConfig, build
-    from adafv.models import load
+    from adafv.export.bundle import EngineConfig, build, build_key
+    from adafv.models import load, resolve
     from adafv.runtime import Pipeline, load_image
     from adafv.runtime.llm import Sampler
 
@@ -139,8 +140,12 @@ def run(config: BenchConfig, out_dir: Path, progress: bool = True) -> dict[str, 
     keep = min(config.keeps)
     target = config.device
     precision = "fp16" if config.device == "cuda" else "fp32"
-    bundle_dir = cache_dir() / "bundles" / f"{config.shapes}-k{keep}-{precision}-{target}"
     engine = EngineConfig(model, AdaFVConfig(keep=keep), precision=precision, target=target, max_probes=2)
+    name = f"{config.shapes}-k{keep}-{precision}-{target}"
+    bundle_dir = cache_dir() / "bundles" / f"{name}-{build_key(engine, resolve(model))}"
+    for stale in bundle_dir.parent.glob(f"{name}-*"):  # built by another adafv or other settings: gigabytes each
+        if stale != bundle_dir:
+            shutil.rmtree(stale, ignore_errors=True)
     say(f"bundle: {bundle_dir} (built once, then reused)")
     bundle = build(engine, out=bundle_dir, progress=progress).path
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if config.device == "cuda" else None
