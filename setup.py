@@ -29,5 +29,6 @@ setup(
         "adafv": ["py.typed"],
         "adafv.assets": ["*.jpg", "*.png", "README.md"],
         "adafv.checkpoints": ["*/*"],
+        "adafv.calib": ["data/*.jsonl", "data/*.md", "data/images/*"],
     },
 )

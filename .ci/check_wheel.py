@@ -6,7 +6,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 ROOT = Path(__file__).resolve().parents[1]
-DATA = {"assets": ("*.jpg", "*.png"), "checkpoints": ("*/*",)}
+DATA = {"assets": ("*.jpg", "*.png"), "checkpoints": ("*/*",), "calib": ("data/*.jsonl", "data/images/*")}
 
 
 def folders() -> dict[str, str]:

@@ -145,6 +145,8 @@ def cmd_engine(args) -> int:
         max_crops=args.max_crops,
         max_text=args.max_text,
         target=args.target,
+        calib_data=str(args.calib_data) if args.calib_data else None,
+        allow_degraded=args.allow_degraded,
     )
     result = build(config, out=args.out, force=args.force, progress=not args.quiet)
     print(result.path)
@@ -195,6 +197,26 @@ def cmd_convert(args) -> int:
 
     n = convert(args.format, args.source, args.images, args.out)
     print(f"{args.out}: {n} questions")
+    return 0
+
+
+def cmd_calib(args) -> int:
+    from adafv.calib.data import items
+    from adafv.calib.report import compare, markdown
+    from adafv.runtime import Pipeline
+    from adafv.runtime.errors import BundleError
+
+    pipe = Pipeline.load(args.bundle, warmup=False, providers=["CPUExecutionProvider"])
+    files = pipe.manifest["vision"]["files"]
+    reduced = next((files[p] for p in ("int8", "fp16") if p in files), None)
+    if reduced is None:
+        raise BundleError(f"{args.bundle} has no reduced-precision vision graph (build it with --precision int8|fp16)")
+    reference = Path(args.bundle) / files["fp32"]
+    if args.reference:
+        ref = Pipeline.load(args.reference, warmup=False)
+        reference = Path(args.reference) / ref.manifest["vision"]["files"]["fp32"]
+    report = compare(pipe, Path(args.bundle) / reduced, reference, items(args.data, "heldout"), repeats=args.repeats)
+    print(json.dumps(report, indent=2) if args.json else markdown(report, f"{reduced} vs {reference.name}"), end="")
     return 0
 
 
@@ -311,6 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-crops", type=POSITIVE, help="largest crop count the engine accepts (default: the model's)"
     )
     engine.add_argument("--max-text", type=MAX_TEXT, default=256, help="longest text after the image, in tokens")
+    engine.add_argument("--calib-data", type=Path, help="int8: images folder or JSONL (default: the shipped set)")
+    engine.add_argument("--allow-degraded", action="store_true", help="int8: keep a graph with held-out recall < 0.9")
     engine.add_argument(
         "--out",
         type=Path,
@@ -353,6 +377,16 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--images", required=True, type=Path, help="the folder holding the benchmark's images")
     conv.add_argument("--out", required=True, type=Path)
     conv.set_defaults(func=cmd_convert)
+
+    calib = sub.add_parser("calib", help="reduced-precision vision graphs: the report that they keep the same tokens")
+    calib_sub = calib.add_subparsers(dest="calib_command", required=True, parser_class=_Parser)
+    report = calib_sub.add_parser("report", help="kept-position overlap, cosine, answers, speed and size vs fp32")
+    report.add_argument("bundle", help="a bundle built with --precision int8 or fp16")
+    report.add_argument("--reference", help="compare with another bundle's fp32 graph (default: this bundle's own)")
+    report.add_argument("--data", type=Path, help="images folder or JSONL: its heldout split (default: shipped)")
+    report.add_argument("--repeats", type=POSITIVE, default=3)
+    report.add_argument("--json", action="store_true")
+    report.set_defaults(func=cmd_calib)
 
     doctor = sub.add_parser("doctor", help="what this environment can run (and a bundle: on what, and why)")
     doctor.add_argument("bundle", nargs="?", help="a bundle directory to explain")

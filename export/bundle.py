@@ -62,6 +62,8 @@ class EngineConfig:
     max_text: int = 256
     target: str = "auto"  # cpu | cuda; auto = cuda where this environment's ONNX Runtime is the GPU build
     max_probes: int | None = None  # parity probes: the real photo first, then one per grid; None = all of them
+    calib_data: str | None = None  # int8: images folder or JSONL (its calibration split); None = the shipped set
+    allow_degraded: bool = False  # int8: keep a graph whose held-out recall is under 0.9
 
     def __post_init__(self):
         if self.target == "auto":
@@ -72,11 +74,8 @@ class EngineConfig:
             raise ConfigError(f"unknown target {self.target!r}; choose auto, {', '.join(TARGETS)}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"unknown precision {self.precision!r}; choose {', '.join(PRECISIONS)}")
-        if self.precision == "int8":
-            raise ConfigError(
-                "INT8 vision engines need calibration data and the calib/ step, which is not built yet; "
-                "use --precision fp32 or fp16"
-            )
+        if self.calib_data is not None and not Path(self.calib_data).exists():
+            raise ConfigError(f"calibration data not found: {self.calib_data} (a folder of images or a JSONL file)")
         if self.llm_precision not in ("int4", "fp32"):
             raise ConfigError(f"unknown LLM precision {self.llm_precision!r}; choose int4 or fp32")
         if self.max_crops is not None and self.max_crops < 1:
@@ -293,6 +292,8 @@ def build(config: EngineConfig, out: Path | None = None, force: bool = False, pr
     tmp.mkdir(parents=True)
     try:
         manifest = _write_bundle(config, loaded, shapes, tmp, key, steps)
+        if config.precision in ("int8", "fp16"):
+            manifest = _reduced_precision(config, tmp, manifest, steps)
         check_out(out)  # again: the target may have changed during the build
         swap_into_place(tmp, out)
     except BaseException:  # KeyboardInterrupt included: leave nothing half-written behind
@@ -451,6 +452,46 @@ def _write_bundle(config, loaded: LoadedModel, shapes: GraphShapes, root: Path, 
         "tools": _tool_versions(),
         "timings_s": steps.times,
     }
+    manifest["files"] = bundle_format.file_table(root)
+    return bundle_format.write_manifest(root, manifest)
+
+
+def _reduced_precision(config: EngineConfig, root: Path, manifest: dict, steps: _Steps) -> dict:
+    """After everything else is written: the INT8 graph (calibrated on the runtime's own feeds of the calibration
+    half), and for int8 and fp16 the report on the held-out half against the FP32 graph, into the manifest. An INT8
+    graph that keeps under 0.9 of the FP32 positions (mean recall) fails the build unless allow_degraded."""
+    from adafv.calib.data import feeds, items
+    from adafv.calib.report import MIN_RECALL, compare
+    from adafv.runtime import Pipeline
+
+    pipe = Pipeline.load(root, verify=False, warmup=False, providers=["CPUExecutionProvider"])
+    files = manifest["vision"]["files"]
+    if config.precision == "int8":
+        from adafv.calib.int8 import quantize
+
+        int8 = root / "vision.int8.onnx"
+        facts = steps.run("INT8 graph (Q/DQ; selection, LayerNorms, softmax in FP32)", quantize, root / files["fp32"],
+                          int8, feeds(pipe, items(config.calib_data, "calibration")),
+                          manifest["vision"]["crops"][0], config.target)  # fmt: skip
+        if config.target == "cuda":  # the S8S8 graph TensorRT takes; a cpu target's U8S8 graph is not for TensorRT
+            lint = trt_lint(int8)
+            if not lint.ok:
+                raise LintError("vision.int8.onnx is not TensorRT-ready:\n  " + "\n  ".join(lint.problems))
+        _session(int8)  # loads in ONNX Runtime, or a one-line BuildError
+        files["int8"] = int8.name
+        manifest["vision"]["int8"] = facts
+    heldout = items(config.calib_data, "heldout")
+    report = steps.run(f"report: {config.precision} vs fp32 on the held-out half", compare, pipe,
+                       root / files[config.precision], root / files["fp32"], heldout)  # fmt: skip
+    recall = report["mean"]["recall"]
+    if config.precision == "int8" and recall < MIN_RECALL and not config.allow_degraded:
+        raise BuildError(
+            f"the INT8 graph keeps {recall:.2f} of the FP32 positions on held-out images (mean recall < {MIN_RECALL}); "
+            "calibrate on data closer to yours (--calib-data) or accept it with --allow-degraded"
+        )
+    manifest["calibration"] = {"precision": config.precision, "mean": report["mean"], "images": report["images"],
+                               "data": config.calib_data or "shipped"}  # fmt: skip
+    manifest = {k: v for k, v in manifest.items() if k != bundle_format.DIGEST}
     manifest["files"] = bundle_format.file_table(root)
     return bundle_format.write_manifest(root, manifest)
 

@@ -19,6 +19,8 @@ CONSTANT_INPUTS = {  # op -> index of the input that TensorRT needs as an initia
     "Slice": 3,
     "Squeeze": 1,
     "Unsqueeze": 1,
+    "QuantizeLinear": 1,  # scales (and zero points) of explicit quantization
+    "DequantizeLinear": 1,
 }
 
 SUPPORTED = {

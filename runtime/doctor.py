@@ -73,8 +73,8 @@ def _tensorrt() -> dict[str, Any]:
 
 def _bundle(root: Path) -> dict[str, Any]:
     from . import manifest as bundle_format
-    from .pipeline import _matching_plan, decoder_providers
-    from .providers import GPU_PROVIDERS, target_mismatch, working_providers
+    from .pipeline import _matching_plan, decoder_providers, vision_file
+    from .providers import target_mismatch, working_providers
 
     m = bundle_format.read_manifest(root)
     providers = working_providers()
@@ -86,8 +86,7 @@ def _bundle(root: Path) -> dict[str, Any]:
         engine, why = "onnxruntime", "its TensorRT plans were built for another TensorRT or GPU (or none here)"
     else:
         engine, why = "onnxruntime", f"no TensorRT plan in the bundle ({m['vision'].get('tensorrt', 'not built')})"
-    files = m["vision"]["files"]
-    vision_file = files["fp16"] if providers[0] in GPU_PROVIDERS and "fp16" in files else files["fp32"]
+    chosen = vision_file(m, providers)
     decoder = decoder_providers(providers)
     return {
         "path": str(root),
@@ -98,7 +97,7 @@ def _bundle(root: Path) -> dict[str, Any]:
         "built_for": m.get("providers"),
         "vision_engine": engine,
         "vision_engine_why": why,
-        "vision_file": vision_file if engine == "onnxruntime" else plan.name,
+        "vision_file": chosen if engine == "onnxruntime" else plan.name,
         "vision_providers": providers,
         "decoder_providers": decoder,
         "decoder_io": m["llm"].get("io"),

@@ -366,6 +366,17 @@ def vision_providers(providers: list[str], manifest: dict[str, Any]) -> list:
     return out
 
 
+def vision_file(manifest: dict[str, Any], providers: list[str]) -> str:
+    """The vision graph a provider runs best: INT8 on the CPU (integer kernels), FP16 on a GPU, else FP32; the
+    TensorRT provider takes the FP32 graph and applies FP16 itself."""
+    files = manifest["vision"]["files"]
+    if providers[0] == "TensorrtExecutionProvider":
+        return files["fp32"]
+    if providers[0] in GPU_PROVIDERS:
+        return files.get("fp16", files["fp32"])
+    return files.get("int8", files["fp32"])
+
+
 def decoder_providers(providers: list[str]) -> list[str]:
     """The int4 decoder's ops (MatMulNBits, GroupQueryAttention) are ONNX Runtime contrib ops: CUDA or CPU only."""
     return [p for p in providers if p != "TensorrtExecutionProvider"] or ["CPUExecutionProvider"]
@@ -375,11 +386,7 @@ class _OrtVision:
     def __init__(self, root: Path, manifest: dict[str, Any], providers: list[str]):
         import onnxruntime as ort
 
-        files = manifest["vision"]["files"]
-        gpu = providers[0] in GPU_PROVIDERS
-        name = files["fp16"] if gpu and "fp16" in files else files["fp32"]  # FP16 kernels only pay off on a GPU
-        if providers[0] == "TensorrtExecutionProvider":
-            name = files["fp32"]  # the TensorRT provider applies FP16 itself (trt_fp16_enable) to the FP32 graph
+        name = vision_file(manifest, providers)
         path = root / name
         try:
             self.session = ort.InferenceSession(str(path), providers=vision_providers(providers, manifest))

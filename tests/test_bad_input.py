@@ -96,7 +96,11 @@ def _cases():
         ("engine keep too large", ("engine", "tiny-llava", "--keep", "64"), "not smaller than the visual tokens"),
         ("engine max-text 0", (*E, "--max-text", "0"), "--max-text: must be an integer in 1..8192"),
         ("engine max-crops 0", (*E, "--max-crops", "0"), "--max-crops: must be an integer >= 1"),
-        ("engine int8", (*E, "--precision", "int8"), "calibration"),
+        (
+            "engine int8 without its data",
+            (*E, "--precision", "int8", "--calib-data", "/no/such"),
+            "calibration data not found",
+        ),
         ("engine target tpu", (*E, "--target", "tpu"), "invalid choice: 'tpu'"),
         ("engine random", (*E, "--method", "random"), "invalid choice: 'random'"),
         # models

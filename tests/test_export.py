@@ -298,7 +298,7 @@ def test_parity_error_lists_each_difference():
         (dict(model="tiny-llava-next", keep=192), ConfigError, "smallest image.*3 crop.*192"),
         (dict(model="tiny-llava", keep=64), ConfigError, "not smaller than the visual tokens"),
         (dict(model="tiny-llava-next", keep=3840), ConfigError, "TopK needs K < 3840"),
-        (dict(model="tiny-llava-next", keep=8, precision="int8"), ConfigError, "calibration"),
+        (dict(model="tiny-llava-next", keep=8, precision="int8", calib_data="/no/such"), ConfigError, "calibration"),
         (dict(model="tiny-llava-next", keep=8, method="random"), ConfigError, "cannot be compiled"),
     ],
 )

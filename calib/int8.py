@@ -1,0 +1,125 @@
+"""The INT8 vision graph as explicit Q/DQ ONNX, from the FP32 graph and calibration feeds.
+
+Tool: ONNX Runtime's own `quantize_static` (QDQ format), already in both ONNX Runtime packages. NVIDIA ModelOpt's
+`modelopt.onnx.quantization` would be the TensorRT-first choice, but its onnx extra pins onnx ~= 1.21 and
+onnxruntime-gpu ~= 1.24 and pulls cupy, which clash with onnxruntime-genai-cuda (onnxruntime-gpu >= 1.31): one
+environment could not build both halves of a bundle.
+
+What it writes: Q/DQ pairs on the inputs of MatMul, Gemm and Conv only, per-channel INT8 weights, in one of two
+flavours chosen by the bundle's target:
+
+* `cuda` (TensorRT, Jetson): symmetric INT8 activations and weights (S8S8): what TensorRT's explicit quantization
+  fuses into INT8 kernels; the graph passes the TensorRT lint.
+* `cpu`: UINT8 activations (asymmetric, `reduce_range`) with INT8 weights (U8S8): ONNX Runtime's fast path on x86
+  CPUs without VNNI (its own guidance). Measured at CLIP-L shapes, 5 crops, on our 2-core AVX2 CPU: U8S8 1.77x
+  faster than FP32, S8S8 1.32x (same held-out recall, 0.94 with random weights). TensorRT does not take UINT8
+  Q/DQ, so a cpu-target INT8 graph is not for TensorRT.
+ The pixel table, the selection subgraph (saliency row, relevance, AdaFV), every LayerNorm and every Softmax
+stay float32 (excluded by name). MinMax calibration over the feeds, one sample's activations in memory at a time
+(a CLIP-L graph's intermediate tensors are gigabytes per sample).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+QUANTIZED_OPS = ["MatMul", "Gemm", "Conv"]
+
+
+def _in_projector(node) -> bool:
+    return any(
+        p.key == "pkg.torch.onnx.class_hierarchy" and "MultiModalProjector" in p.value for p in node.metadata_props
+    )
+
+
+def int8_excluded(model) -> list[str]:
+    """Nodes that stay float32: those the FP16 variant keeps (pixel table, selection, LayerNorms), Softmaxes, and the
+    projector, whose output tokens feed the relevance cue directly (quantising it moved kept positions most)."""
+    from adafv.export.precision import fp32_nodes
+
+    extra = [n.name for n in model.graph.node if n.op_type == "Softmax" or _in_projector(n)]
+    return fp32_nodes(model) + extra
+
+
+def fewest_crops(feed: dict[str, np.ndarray], crops: int) -> dict[str, np.ndarray]:
+    """A feed cut to its first `crops` crops (the base view and a 1 x (crops - 1) strip of the grid): the same
+    tower and projector statistics, at the memory of the smallest image (a 5-crop CLIP-L feed needs ~16 GB to
+    calibrate, a 3-crop one ~10 GB)."""
+    if feed["pixel_values"].shape[0] <= crops or "image_grid" not in feed:
+        return feed
+    return {**feed, "pixel_values": feed["pixel_values"][:crops], "image_grid": np.array([1, crops - 1], np.int64)}
+
+
+def quantize(
+    src: Path, dst: Path, feeds: Iterable[dict[str, np.ndarray]], crops: int | None = None, target: str = "cuda"
+) -> dict:
+    """Write `dst` (+ its external data) from the FP32 graph `src`, calibrated on `feeds` (each cut to `crops`
+    crops when given), in the flavour of `target` (cuda: S8S8 for TensorRT; cpu: U8S8); returns facts."""
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    feeds = [fewest_crops(f, crops) if crops else f for f in feeds]
+    if not feeds:
+        from adafv.export.errors import BuildError
+
+        raise BuildError("INT8 calibration got no images the engine takes")
+
+    class Reader(CalibrationDataReader):
+        """One sample per calibration pass (ONNX Runtime's strided MinMax merges the ranges across passes)."""
+
+        def __init__(self):
+            self.set_range(0, len(feeds))
+
+        def __len__(self):
+            return len(feeds)
+
+        def set_range(self, start_index: int, end_index: int):
+            self.it = iter(feeds[start_index:end_index])
+
+        def get_next(self):
+            return next(self.it, None)
+
+    excluded = int8_excluded(onnx.load(str(src), load_external_data=False))
+    cpu = target == "cpu"
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # "consider pre-processing" on every run: advice for other graphs, not news here
+    try:
+        quantize_static(
+            str(src),
+            str(dst),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QUInt8 if cpu else QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            reduce_range=cpu,  # U8S8 without VNNI: 7-bit weights avoid the saturation of its 16-bit accumulation
+            op_types_to_quantize=QUANTIZED_OPS,
+            nodes_to_exclude=excluded,
+            use_external_data_format=True,
+            calibrate_method=CalibrationMethod.MinMax,
+            extra_options={"ActivationSymmetric": not cpu, "WeightSymmetric": True, "CalibStridedMinMax": 1},
+        )
+        dst.with_name(dst.name + ".data").chmod(0o644)  # written through a private temporary file
+    finally:
+        root.setLevel(level)
+    model = onnx.load(str(dst), load_external_data=False)
+    ops = [n.op_type for n in model.graph.node]
+    return {
+        "calibration_samples": len(feeds),
+        "fp32_nodes": len(excluded),
+        "quantize_nodes": ops.count("QuantizeLinear"),
+        "dequantize_nodes": ops.count("DequantizeLinear"),
+        "tool": "onnxruntime.quantization.quantize_static",
+        "flavour": "U8S8 (ONNX Runtime CPU)" if cpu else "S8S8 symmetric (TensorRT)",
+    }

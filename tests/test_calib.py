@@ -1,0 +1,103 @@
+"""adafv.calib: the shipped data and its feeds, the INT8 Q/DQ graph, the report, and the build that checks it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from adafv import AdaFVConfig
+from adafv.calib.data import feeds, items, shipped
+from adafv.export.bundle import EngineConfig, build
+from adafv.export.checks import trt_lint
+from adafv.runtime import Pipeline
+
+
+@pytest.fixture(scope="module")
+def int8_bundle(make_bundle):
+    return make_bundle("toyworld-llava-next", 64, precision="int8")
+
+
+def test_shipped_set_has_two_halves_of_real_and_toy_images():
+    rows = [json.loads(line) for line in shipped().read_text().splitlines()]
+    assert len(rows) >= 16 and {r["split"] for r in rows} == {"calibration", "heldout"}
+    assert len(items(None, "calibration")) == len(items(None, "heldout")) == len(rows) // 2
+    assert all(__import__("pathlib").Path(it.image).is_file() for it in items(None))
+
+
+def test_feeds_are_what_the_runtime_sends(int8_bundle):
+    pipe = Pipeline.load(int8_bundle.path, warmup=False)
+    chosen = items(None, "heldout")[:3]
+    for item, feed in zip(chosen, feeds(pipe, chosen)):
+        from adafv.runtime import load_image
+        from adafv.runtime.preprocess import preprocess
+
+        pixels, grid = preprocess(load_image(item.image), pipe.manifest["preprocess"])
+        assert np.array_equal(feed["pixel_values"], pixels) and tuple(feed["image_grid"]) == grid
+        assert np.array_equal(feed["text_embeds"], pipe.embed(pipe.prompt_ids(item.question)[1]).astype(np.float32))
+
+
+@pytest.mark.parametrize("target", ["cpu", "cuda"])
+def test_int8_graph_is_qdq_with_fp32_islands(make_bundle, target):
+    """cpu: U8S8 (ONNX Runtime's fast path on x86); cuda: symmetric S8S8 that passes the TensorRT lint."""
+    bundle = make_bundle("toyworld-llava-next", 64, precision="int8", target=target)
+    root, m = bundle.path, bundle.manifest
+    assert m["vision"]["files"]["int8"] == "vision.int8.onnx"
+    model = onnx.load(str(root / "vision.int8.onnx"), load_external_data=False)
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("QuantizeLinear") > 10 and ops.count("DequantizeLinear") > 10
+    inits = {t.name: t for t in model.graph.initializer}
+    int8_weights = [n for n in model.graph.node if n.op_type == "DequantizeLinear" and inits.get(n.input[0]) and
+                    inits[n.input[0]].data_type == onnx.TensorProto.INT8]  # fmt: skip
+    assert len(int8_weights) > 10
+    zero_points = [inits[n.input[2]].data_type for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    want = onnx.TensorProto.UINT8 if target == "cpu" else onnx.TensorProto.INT8
+    assert set(zero_points) == {want}  # activations: uint8 on the CPU, int8 for TensorRT
+    report = trt_lint(root / "vision.int8.onnx")
+    assert report.selection_nodes > 50
+    if target == "cuda":
+        assert report.ok, report.problems
+    assert m["vision"]["int8"]["flavour"].startswith("U8S8" if target == "cpu" else "S8S8")
+
+
+def test_the_held_out_half_keeps_the_fp32_tokens(int8_bundle):
+    """The build's own report (in the manifest): mean recall of the FP32 positions on the held-out half."""
+    c = int8_bundle.manifest["calibration"]
+    assert c["precision"] == "int8" and c["images"] == len(items(None, "heldout"))
+    assert c["mean"]["recall"] >= 0.9 and c["mean"]["cosine"] > 0.99
+    assert 0 < c["mean"]["size_ratio"] < 0.7 and 0 <= c["mean"]["answer_agreement"] <= 1
+
+
+def test_runtime_runs_the_int8_graph_on_the_cpu(int8_bundle):
+    from adafv.assets import path
+    from adafv.runtime import load_image
+
+    pipe = Pipeline.load(int8_bundle.path, warmup=False)
+    result = pipe.run(load_image(path("toyworld.png")), "What color is the small cross?", max_new_tokens=2)
+    assert result["num_kept"] == 64
+    assert pipe._load_vision().session._model_path.endswith("vision.int8.onnx")
+
+
+def test_a_graph_under_the_recall_threshold_fails_unless_allowed(tmp_path, monkeypatch):
+    import adafv.calib.report as report
+
+    monkeypatch.setattr(report, "MIN_RECALL", 1.01)  # no graph can pass
+    config = dict(model="tiny-llava-next", precision="int8", target="cpu", max_probes=1)
+    from adafv.export.errors import BuildError
+
+    with pytest.raises(BuildError, match="INT8 graph keeps .*mean recall < 1.01.*--allow-degraded"):
+        build(EngineConfig(selection=AdaFVConfig(keep=32), **config), out=tmp_path / "a", progress=False)
+    assert not (tmp_path / "a").exists()
+    result = build(EngineConfig(selection=AdaFVConfig(keep=32), allow_degraded=True, **config), out=tmp_path / "b",
+                   progress=False)  # fmt: skip
+    assert result.manifest["calibration"]["mean"]["recall"] < 1.01
+
+
+def test_cli_report(int8_bundle, capsys):
+    from adafv.cli.main import main
+
+    assert main(["calib", "report", str(int8_bundle.path), "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "vision.int8.onnx vs vision.onnx" in out and "| **mean** |" in out
