@@ -13,6 +13,7 @@ FOLDERS = {
     "adafv.runtime": "runtime",
     "adafv.calib": "calib",
     "adafv.eval": "eval",
+    "adafv.serve": "serve",
     "adafv.cli": "cli",
     "adafv.assets": "assets",  # sample images (data)
     "adafv.checkpoints": "checkpoints",  # the shipped toy-world model (data)

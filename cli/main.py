@@ -220,6 +220,22 @@ def cmd_calib(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    import importlib.util
+
+    from adafv.errors import ConfigError
+
+    missing = [m for m in ("fastapi", "uvicorn") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ConfigError(
+            f"serving needs {', '.join(missing)}, which this environment lacks: pip install 'adafv[serve]'"
+        )
+    from adafv.serve.app import serve
+
+    serve(args.bundle, args.host, args.port, args.api_key, args.max_queue, args.max_tokens, args.allow_local_files)
+    return 0
+
+
 def cmd_doctor(args) -> int:
     from adafv.runtime.doctor import format_report, report
 
@@ -387,6 +403,16 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--repeats", type=POSITIVE, default=3)
     report.add_argument("--json", action="store_true")
     report.set_defaults(func=cmd_calib)
+
+    srv = sub.add_parser("serve", help="an OpenAI-compatible HTTP server over a bundle (loopback by default)")
+    srv.add_argument("bundle")
+    srv.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to listen on every interface")
+    srv.add_argument("--port", type=POSITIVE, default=8000)
+    srv.add_argument("--api-key", default=os.environ.get("ADAFV_API_KEY"), help="require Authorization: Bearer KEY")
+    srv.add_argument("--max-queue", type=POSITIVE, default=8, help="requests admitted at once (running + waiting)")
+    srv.add_argument("--max-tokens", type=POSITIVE, default=512, help="the largest max_tokens a request may ask")
+    srv.add_argument("--allow-local-files", help="a folder whose images a request may name by path")
+    srv.set_defaults(func=cmd_serve)
 
     doctor = sub.add_parser("doctor", help="what this environment can run (and a bundle: on what, and why)")
     doctor.add_argument("bundle", nargs="?", help="a bundle directory to explain")

@@ -2,7 +2,7 @@
 (and tensorrt where present); never torch or transformers. Heavy modules load on first use."""
 
 from .errors import BundleError, ImageError, PromptError, RuntimeFailure
-from .images import load_image
+from .images import load_image, load_image_bytes
 from .pipeline import Pipeline
 
-__all__ = ["BundleError", "ImageError", "Pipeline", "PromptError", "RuntimeFailure", "load_image"]
+__all__ = ["BundleError", "ImageError", "Pipeline", "PromptError", "RuntimeFailure", "load_image", "load_image_bytes"]

@@ -38,8 +38,6 @@ def to_rgb(image):
 
 def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS):
     """Open, check and fully decode an image file; returns an RGB PIL image."""
-    from PIL import Image, UnidentifiedImageError
-
     p = Path(path)
     if not p.exists():
         raise ImageError(f"image file not found: {p}")
@@ -47,26 +45,41 @@ def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS):
         raise ImageError(f"not a file: {p}")
     if p.stat().st_size == 0:
         raise ImageError(f"image file is empty (0 bytes): {p}")
+    return _decode(p, str(p), max_pixels)
+
+
+def load_image_bytes(data: bytes, max_pixels: int = MAX_PIXELS, name: str = "the image"):
+    """The same checks and decoding for an encoded image held in memory (e.g. a data URL's payload)."""
+    import io
+
+    if not data:
+        raise ImageError(f"{name} is empty (0 bytes)")
+    return _decode(io.BytesIO(data), name, max_pixels)
+
+
+def _decode(source, name: str, max_pixels: int):
+    from PIL import Image, UnidentifiedImageError
+
     try:
         with warnings.catch_warnings():  # PIL warns above 89 MP; our own limit below decides
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(p)
+            im = Image.open(source)
         with im:
             width, height = im.size
             if width < 1 or height < 1:
-                raise ImageError(f"image has no pixels ({width}x{height}): {p}")
+                raise ImageError(f"image has no pixels ({width}x{height}): {name}")
             if width * height > max_pixels:  # refused from the header, before any pixel is decoded
                 raise ImageError(
                     f"image is too large to decode safely: {width}x{height} = {width * height / 1e6:.0f} MP "
-                    f"(limit {max_pixels / 1e6:.0f} MP): {p}"
+                    f"(limit {max_pixels / 1e6:.0f} MP): {name}"
                 )
             im.load()
             return to_rgb(im)
     except ImageError:
         raise
     except Image.DecompressionBombError as e:
-        raise ImageError(f"image is too large to decode safely ({e}): {p}") from e
+        raise ImageError(f"image is too large to decode safely ({e}): {name}") from e
     except UnidentifiedImageError as e:
-        raise ImageError(f"not an image file PIL can read: {p}") from e
+        raise ImageError(f"not an image file PIL can read: {name}") from e
     except (OSError, SyntaxError, ValueError) as e:  # truncated or corrupt data
-        raise ImageError(f"cannot decode image {p}: {e}") from e
+        raise ImageError(f"cannot decode image {name}: {e}") from e

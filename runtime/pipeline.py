@@ -273,6 +273,7 @@ class Pipeline:
             "num_crops": num_crops,
             "grid": list(grid),
             "stopped": generation.stopped,
+            "prompt_tokens": int(embeds.shape[0]),
             "warmup_ms": self.warmup_ms,
             "host_bytes_per_decode_step": generation.host_bytes_per_step,
             "kv_cache_bytes": generation.kv_cache_bytes,

@@ -24,7 +24,7 @@ def test_import_adafv_is_light():
 
 def test_runtime_never_imports_torch_or_transformers():
     code = (
-        "import sys, adafv.runtime, adafv.runtime.images; "
+        "import sys, adafv.runtime, adafv.runtime.images, adafv.runtime.doctor, adafv.serve.app; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers')))"
     )
     assert fresh(code) == "[]"
