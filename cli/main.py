@@ -236,6 +236,22 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def cmd_show(args) -> int:
+    from adafv.eval.show import show
+
+    if not is_bundle(args.model):
+        _not_a_bundle(args.model)
+        require("torch", f"showing {args.model}'s selection through the PyTorch reference path (not a bundle)")
+        bad = [m for m in args.methods if m not in METHODS]
+        if bad:
+            from adafv.errors import ConfigError
+
+            raise ConfigError(f"unknown method {', '.join(bad)}; choose from {', '.join(METHODS)}")
+    kept = show(args.model, args.image, args.prompt, args.out, args.methods, args.keep)
+    print(f"{args.out}: " + ", ".join(f"{m} kept {k}" for m, k in kept.items()))
+    return 0
+
+
 def cmd_doctor(args) -> int:
     from adafv.runtime.doctor import format_report, report
 
@@ -413,6 +429,15 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--max-tokens", type=POSITIVE, default=512, help="the largest max_tokens a request may ask")
     srv.add_argument("--allow-local-files", help="a folder whose images a request may name by path")
     srv.set_defaults(func=cmd_serve)
+
+    sh = sub.add_parser("show", help="draw which patches were kept (a bundle, or methods side by side on a model)")
+    sh.add_argument("model", help="bundle directory, registered name or checkpoint directory")
+    sh.add_argument("--image", required=True)
+    sh.add_argument("--prompt", required=True)
+    sh.add_argument("--out", type=Path, default=Path("kept.png"))
+    sh.add_argument("--methods", type=_csv(str, "methods"), default=["adafv"], help="models only: e.g. adafv,fastervlm")
+    sh.add_argument("--keep", type=POSITIVE, help="models only (default: a tenth of the visual tokens)")
+    sh.set_defaults(func=cmd_show)
 
     doctor = sub.add_parser("doctor", help="what this environment can run (and a bundle: on what, and why)")
     doctor.add_argument("bundle", nargs="?", help="a bundle directory to explain")
