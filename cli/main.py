@@ -252,6 +252,15 @@ def cmd_show(args) -> int:
     return 0
 
 
+def cmd_plan(args) -> int:
+    from adafv.eval.plan import DEVICES, main_json, plan, text
+
+    devices = list(DEVICES) if args.device == "all" else [args.device]
+    results = [plan(args.bundle, d, args.context, args.crops) for d in devices]
+    print(main_json(results if len(results) > 1 else results[0]) if args.json else "\n\n".join(map(text, results)))
+    return 0
+
+
 def cmd_doctor(args) -> int:
     from adafv.runtime.doctor import format_report, report
 
@@ -438,6 +447,15 @@ def build_parser() -> argparse.ArgumentParser:
     sh.add_argument("--methods", type=_csv(str, "methods"), default=["adafv"], help="models only: e.g. adafv,fastervlm")
     sh.add_argument("--keep", type=POSITIVE, help="models only (default: a tenth of the visual tokens)")
     sh.set_defaults(func=cmd_show)
+
+    pl = sub.add_parser("plan", help="will a bundle fit a device (Jetson, GPU), and roughly how fast (estimates)")
+    pl.add_argument("bundle")
+    pl.add_argument("--device", required=True, help="orin-nano-8gb, orin-nx-16gb, agx-orin-32gb, agx-orin-64gb, "
+                    "thor, rtx-4090, l4, h100, cpu-24gb, or all")  # fmt: skip
+    pl.add_argument("--context", type=POSITIVE, help="tokens of context to budget the KV cache for")
+    pl.add_argument("--crops", type=POSITIVE, help="crops per image (default: the most the engine takes)")
+    pl.add_argument("--json", action="store_true")
+    pl.set_defaults(func=cmd_plan)
 
     doctor = sub.add_parser("doctor", help="what this environment can run (and a bundle: on what, and why)")
     doctor.add_argument("bundle", nargs="?", help="a bundle directory to explain")

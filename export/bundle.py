@@ -421,6 +421,7 @@ def _write_bundle(config, loaded: LoadedModel, shapes: GraphShapes, root: Path, 
             "max_text": shapes.max_text,
             "patches_per_crop": shapes.patches_per_crop,
             "hidden_size": shapes.hidden_size,
+            "tower": _tower_facts(loaded.config.vision_config),
             "grid": (
                 "input image_grid = [rows, cols] of high-resolution crops, chosen by the runtime's anyres "
                 "preprocessing (preprocess.crop_grid); it orders the kept tokens"
@@ -494,6 +495,13 @@ def _reduced_precision(config: EngineConfig, root: Path, manifest: dict, steps: 
     manifest = {k: v for k, v in manifest.items() if k != bundle_format.DIGEST}
     manifest["files"] = bundle_format.file_table(root)
     return bundle_format.write_manifest(root, manifest)
+
+
+def _tower_facts(vision) -> dict[str, int]:
+    """The vision tower's shape (for `adafv plan`): width, heads, MLP width and layers (of the checkpoint; the graph
+    runs up to the feature layer)."""
+    return {"width": vision.hidden_size, "heads": vision.num_attention_heads, "mlp": vision.intermediate_size,
+            "layers": vision.num_hidden_layers}  # fmt: skip
 
 
 def _session(path: Path):

@@ -100,3 +100,28 @@ def test_show_draws_the_kept_patches(tmp_path, capsys, make_bundle):
     bundle = make_bundle("tiny-llava-next", 64).path
     assert main(["show", str(bundle), "--image", photo, "--prompt", "What?", "--out", str(tmp_path / "b.png")]) == 0
     assert "adafv kept 64" in capsys.readouterr().out and (tmp_path / "b.png").is_file()
+
+
+def test_plan_answers_for_every_device_and_its_memory_holds_on_a_cpu_run(make_bundle, capsys):
+    """The memory estimate against a measured fresh process that loads the bundle and answers (within 15%)."""
+    import subprocess
+    import sys
+
+    from adafv.eval.footprint import ANSWER
+    from adafv.eval.plan import DEVICES, plan
+
+    bundle = make_bundle("toyworld-llava-next", 64, precision="int8").path
+    photo = str(Path(__file__).resolve().parents[1] / "assets" / "toyworld.png")
+    proc = subprocess.run(
+        [sys.executable, "-c", ANSWER, str(bundle), photo], capture_output=True, text=True, check=True
+    )
+    measured = json.loads(proc.stdout.strip().splitlines()[-1])["rss_mb"]
+    estimate = plan(bundle, "cpu-24gb")["total_mb"]
+    assert abs(estimate - measured) / measured < 0.15, (estimate, measured)
+    assert main(["plan", str(bundle), "--device", "all", "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert [r["device"]["name"] for r in results] == list(DEVICES)
+    for r in results:
+        assert r["fits"] and r["total_mb"] > 0 and (r["latency_ms"] is None) == (not r["device"]["gpu"])
+    small = plan(bundle, "orin-nano-8gb", context=10_000_000)
+    assert not small["fits"] and small["largest_context"] is None  # a KV cache for 10M tokens does not fit 8 GB
