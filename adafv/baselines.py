@@ -12,13 +12,21 @@ of it was read or copied). Ties are broken by position, lowest first, as everywh
 * `divprune` (Alvar et al., CVPR 2025): the Max-Min Diversity Problem on cosine distance, solved greedily: start
   with the token farthest from its nearest neighbour, then repeatedly add the token whose distance to the nearest
   kept one is largest.
+
+One baseline merges instead of choosing, so it has a wider contract (see `visionzip`):
+
+* `visionzip` (Yang et al., CVPR 2025, "VisionZip: Longer is better but not necessary in vision language models"):
+  per crop, dominant tokens by [CLS] attention, and a few contextual tokens that each merge a group of the rest,
+  grouped by key similarity, in the vision tower's feature space (before the projector).
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
-from .select import _BIG, _first_argmax, _largest, _mask_to_positions
+from .select import _BIG, _first_argmax, _largest, _mask_to_positions, _quotas, idiv, imod
 
 DART_PIVOTS = 8
 
@@ -62,3 +70,75 @@ def divprune_positions(tokens: torch.Tensor, keep: int) -> torch.Tensor:
 
 
 TOKEN_METHODS = {"dart": dart_positions, "divprune": divprune_positions}
+
+
+# --- VisionZip: selection + merging ---------------------------------------------------------------------------------
+
+VISIONZIP_CONTEXTUAL = (10, 64)  # contextual tokens per kept token: the paper's 54 dominant + 10 contextual of 64
+
+
+class Zipped(NamedTuple):
+    """What `visionzip` keeps: positions (B, keep) ascending, their features (B, keep, C) and which of them are
+    contextual tokens (B, keep) bool (the others are dominant)."""
+
+    positions: torch.Tensor
+    features: torch.Tensor
+    contextual: torch.Tensor
+
+
+def visionzip_split(quota: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A crop's quota -> (dominant, contextual) counts: contextual = floor(quota * 10 / 64) (54 + 10 at 64, 108 + 20
+    at 128, 162 + 30 at 192, as in the paper's settings), the rest dominant. Integer tensors in, out."""
+    contextual = idiv(quota * VISIONZIP_CONTEXTUAL[0], VISIONZIP_CONTEXTUAL[1])
+    return quota - contextual, contextual
+
+
+def visionzip(hidden: torch.Tensor, saliency: torch.Tensor, keys: torch.Tensor, keep: int) -> Zipped:
+    """VisionZip at a fixed total budget: hidden (B, N, P, C) features of the tower's feature layer (before the
+    projector), saliency (B, N, P) its [CLS] attention, keys (B, N, P, E) its attention keys averaged over heads
+    -> `Zipped`: keep positions, ascending, with their features (B, keep, C) for the projector.
+
+    Per crop n, with the quota q_n of the other per-crop methods (floor(keep/N), the first keep mod N crops one
+    more; LLaVA-NeXT's VisionZip treats every crop as an image of its own) split by `visionzip_split` into d_n
+    dominant and c_n contextual:
+
+    1. dominant: the d_n patches with the most [CLS] attention (ties: lowest position);
+    2. targets: of the other P - d_n patches, in raster order, every s-th from the first, s = floor((P - d_n)/c_n),
+       c_n of them;
+    3. every other remaining patch joins the target whose key is most similar (cosine; ties: the first target);
+    4. a contextual token = the target's features + the mean of the features that joined it (the released code's
+       rule, which its tables measure; a target nobody joined stays as it is). It sits at the target's position.
+
+    Differences from the released code, all from the fixed-keep contract: the [CLS] token itself is not kept (its
+    slot goes to one more dominant patch), and the budget is a total over the crops, split as above, not 64/128/192
+    per crop. Traceable: a dynamic N, a constant-K TopK of P per crop, the merge as one (P, P) matmul per crop.
+    """
+    B, N, P, C = hidden.shape
+    device = hidden.device
+    dominant, contextual = visionzip_split(_quotas(keep, torch.arange(N, device=device)))  # (N,) each
+    _, order = _largest(saliency.float(), P)  # (B, N, P) patches by attention, descending, ties by position
+    patch = torch.arange(P, device=device)  # (P,)
+    rank = torch.zeros_like(order).scatter(-1, order, patch.expand_as(order))  # (B, N, P) rank of each patch
+    is_dominant = rank < dominant[:, None]  # (B, N, P)
+    remaining = ~is_dominant
+    ordinal = (torch.cumsum(remaining.float(), -1) - 1).long()  # (B, N, P) among the remaining (float: TensorRT)
+    step = idiv(P - dominant, torch.where(contextual > 0, contextual, 1))[:, None]  # (N, 1), >= 1
+    is_target = remaining & (imod(ordinal, step) == 0) & (idiv(ordinal, step) < contextual[:, None])  # (B, N, P)
+
+    unit = keys.float() / keys.float().norm(dim=-1, keepdim=True).clamp_min(1e-12)  # (B, N, P, E)
+    similarity = unit @ unit.transpose(-1, -2)  # (B, N, P, P) [patch, target]
+    similarity = torch.where(is_target[..., None, :], similarity, -_BIG)  # only targets can be joined
+    joins = _first_argmax(similarity)  # (B, N, P) the target each patch is most similar to
+    merged = remaining & ~is_target  # (B, N, P) patches that join a target
+    member = (joins[..., None] == patch) & merged[..., None]  # (B, N, P, P) [patch, target] one-hot
+    member = member.float()
+    count = member.sum(-2)  # (B, N, P) patches joining each target
+    joined = member.transpose(-1, -2) @ hidden.float()  # (B, N, P, C) sum of the joining features, per target
+    contextual_features = hidden.float() + joined / count.clamp_min(1.0)[..., None]  # (B, N, P, C)
+    features = torch.where(is_target[..., None], contextual_features, hidden.float())  # (B, N, P, C)
+
+    kept = (is_dominant | is_target).reshape(B, N * P).float()  # (B, NP) exactly keep ones
+    positions = _mask_to_positions(kept, keep)  # (B, keep)
+    features = torch.gather(features.reshape(B, N * P, C), 1, positions[..., None].expand(B, keep, C))
+    is_contextual = torch.gather(is_target.reshape(B, N * P), 1, positions)  # (B, keep)
+    return Zipped(positions, features.to(hidden.dtype), is_contextual)  # (B, keep), (B, keep, C), (B, keep)

@@ -10,8 +10,8 @@ from .errors import ConfigError
 
 MODES = ("exact", "paper")
 LAYOUTS = ("rows", "compact")
-METHODS = ("adafv", "fastervlm", "text", "dart", "divprune", "random", "full")
-GRAPH_METHODS = ("adafv", "fastervlm", "text", "dart", "divprune")  # those an engine can compile (fixed K)
+METHODS = ("adafv", "fastervlm", "text", "dart", "divprune", "visionzip", "random", "full")
+GRAPH_METHODS = ("adafv", "fastervlm", "text", "dart", "divprune", "visionzip")  # those an engine can compile (fixed K)
 TOPK_LIMIT = 3840  # TensorRT's TopK accepts K < 3840; the graph is built with K = keep
 
 
@@ -21,7 +21,8 @@ class AdaFVConfig:
 
     keep: the token budget (exact mode emits exactly `keep` positions; paper mode at most `keep`).
     method: `adafv` (the paper), or a baseline: `fastervlm` (saliency only), `text` (relevance only), `dart`
-        (pivots + least-duplicated tokens), `divprune` (max-min diversity), `random` (seeded), `full` (no reduction).
+        (pivots + least-duplicated tokens), `divprune` (max-min diversity), `visionzip` (dominant by [CLS] attention
+        + contextual tokens merged by key similarity), `random` (seeded), `full` (no reduction).
     mode: `exact` (default: exactly `keep` distinct positions) or `paper` (docs/method.md §3-7, duplicates kept).
     legacy_offset: reproduce the released code's crop-offset defect (paper mode only; for comparing with tables).
     temperature: the factor applied to cosine similarities before the softmax of the relevance cue (100 in the paper).

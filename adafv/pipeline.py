@@ -20,7 +20,7 @@ from .errors import InputError
 from .models import LoadedModel, load
 from .relevance import text_relevance
 from .select import select
-from .vision import VisualTokens, reading_order, rows_layout
+from .vision import VisualTokens, ZipTokens, reading_order, rows_layout
 
 
 @dataclasses.dataclass
@@ -146,32 +146,43 @@ class Reference:
         t0 = time.perf_counter()
         prepared = self.prepare(image, prompt)
         t1 = time.perf_counter()
-        tokens, saliency, relevance = self.scores(prepared)
-        N, P, D = tokens.shape
+        full = config.method == "full"
+        if config.method == "visionzip":  # merges in the tower's feature space, before the projector
+            hidden, saliency, keys = self.visual.hidden(prepared.pixel_values)  # (N, P, C), (N, P), (N, P, E)
+            N, P = saliency.shape
+            full = config.keep >= N * P
+        else:
+            tokens, saliency, relevance = self.scores(prepared)
+            N, P, D = tokens.shape
+            full = full or config.keep >= N * P
         t2 = time.perf_counter()
-        full = config.method == "full" or config.keep >= N * P
         if full:
             positions = torch.arange(N * P)
             visual = self.stock_image_features(prepared)
         else:
-            positions = select(
-                config.method,
-                saliency[None],
-                relevance[None],
-                config.keep,
-                mode=config.mode,
-                legacy_offset=config.legacy_offset,
-                seed=config.seed,
-                tokens=tokens.reshape(1, N * P, D),
-            )  # (1, K) crop-major ascending
-            ordered = reading_order(positions, self.visual.patches_per_side, prepared.grid[1])[0]  # (K,)
-            flat = tokens.reshape(N * P, D)
+            if config.method == "visionzip":
+                zip_tokens = ZipTokens(config, self.visual.patches_per_side)
+                features, ordered, _ = zip_tokens(hidden, saliency, keys, prepared.grid[1])  # (K, C), (K,)
+                kept = self.visual.projector(features)  # (K, D) reading order
+                positions = ordered.sort().values  # (K,) crop-major ascending
+            else:
+                positions = select(
+                    config.method,
+                    saliency[None],
+                    relevance[None],
+                    config.keep,
+                    mode=config.mode,
+                    legacy_offset=config.legacy_offset,
+                    seed=config.seed,
+                    tokens=tokens.reshape(1, N * P, D),
+                )[0]  # (K,) crop-major ascending
+                ordered = reading_order(positions[None], self.visual.patches_per_side, prepared.grid[1])[0]  # (K,)
+                kept = tokens.reshape(N * P, D).index_select(0, ordered)  # (K, D) reading order
             if config.layout == "rows" and self.loaded.arch.anyres:
                 newline = self.model.model.image_newline  # (D,)
-                visual = rows_layout(ordered, flat, newline, self.visual.patches_per_side, prepared.grid[1])
+                visual = rows_layout(ordered, kept, newline, self.visual.patches_per_side, prepared.grid[1])
             else:
-                visual = flat.index_select(0, ordered)  # (K, D)
-            positions = positions[0]
+                visual = kept  # (K, D)
         t3 = time.perf_counter()
         ids = self.generate(prepared, visual, max_new_tokens)
         t4 = time.perf_counter()

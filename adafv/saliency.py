@@ -10,19 +10,20 @@ import torch
 from torch import nn
 
 
-def cls_attention(
+def cls_attention_and_keys(
     hidden: torch.Tensor,
     norm: nn.Module,
     q_proj: nn.Module,
     k_proj: nn.Module,
     num_heads: int,
     scale: float,
-) -> torch.Tensor:
-    """hidden (B, 1+P, C), the *input* of the attention layer ([CLS] first) -> saliency (B, P).
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """hidden (B, 1+P, C), the *input* of the attention layer ([CLS] first) -> saliency (B, P), keys (B, P, C/H).
 
-    Post-softmax attention of the [CLS] query to the P patch keys, mean over heads; the softmax runs over all 1+P
-    keys and the [CLS] column is dropped without renormalising. Equals `attentions[layer][:, :, 0, 1:].mean(1)` of
-    an eager run.
+    saliency: post-softmax attention of the [CLS] query to the P patch keys, mean over heads; the softmax runs over
+    all 1+P keys and the [CLS] column is dropped without renormalising. Equals `attentions[layer][:, :, 0, 1:].mean(1)`
+    of an eager run. keys: the patches' attention keys (k_proj, unscaled) averaged over heads, in float32: the
+    similarity VisionZip merges its contextual tokens by (adafv.baselines.visionzip).
     """
     B, S, C = hidden.shape
     head_dim = C // num_heads
@@ -31,7 +32,13 @@ def cls_attention(
     k = k_proj(h).view(B, S, num_heads, head_dim).transpose(1, 2)  # (B, H, 1+P, dh)
     logits = torch.matmul(q.float(), k.float().transpose(-1, -2)) * scale  # (B, H, 1, 1+P)
     attention = torch.softmax(logits, dim=-1)  # (B, H, 1, 1+P) float32
-    return attention[:, :, 0, 1:].mean(dim=1)  # (B, P)
+    keys = k[:, :, 1:].float().mean(dim=1)  # (B, P, dh)
+    return attention[:, :, 0, 1:].mean(dim=1), keys  # (B, P), (B, P, dh)
+
+
+def cls_attention(hidden: torch.Tensor, *layer, **named) -> torch.Tensor:
+    """hidden (B, 1+P, C) -> saliency (B, P): `cls_attention_and_keys` (the same arguments) without the keys."""
+    return cls_attention_and_keys(hidden, *layer, **named)[0]
 
 
 class ClsSaliency(nn.Module):
@@ -46,5 +53,6 @@ class ClsSaliency(nn.Module):
         self.num_heads = layer.self_attn.num_heads
         self.scale = layer.self_attn.scale
 
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return cls_attention(hidden, self.norm, self.q_proj, self.k_proj, self.num_heads, self.scale)  # (B, P)
+    def forward(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """hidden (B, 1+P, C) -> saliency (B, P), keys (B, P, C/H); unused keys vanish from traced graphs."""
+        return cls_attention_and_keys(hidden, self.norm, self.q_proj, self.k_proj, self.num_heads, self.scale)

@@ -382,6 +382,9 @@ def select(
 
     if method == "adafv":
         return select_tokens(saliency, relevance, keep, mode=mode, legacy_offset=legacy_offset, check=check)
+    if method == "visionzip":
+        raise ConfigError("visionzip merges tokens rather than choosing them: call adafv.baselines.visionzip with the "
+                          "tower's features and keys (adafv.vision.VisualTokens.hidden)")  # fmt: skip
     if method not in BASELINES and method not in TOKEN_METHODS:
         names = ", ".join(["adafv", *BASELINES, *TOKEN_METHODS])
         raise ConfigError(f"unknown method {method!r}; choose one of {names}")

@@ -4,6 +4,8 @@
 * `reading_order`: crop-major positions -> the order the LLM reads them in;
 * `SelectTokens`: scores -> kept positions -> kept tokens in reading order, for one image with a fixed keep.
   This is what the reference pipeline runs and what export/ traces into ONNX.
+* `ZipTokens`: the same for VisionZip, which merges features before the projector instead of choosing projected
+  tokens.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .baselines import TOKEN_METHODS
+from .baselines import TOKEN_METHODS, visionzip
 from .config import GRAPH_METHODS, AdaFVConfig
 from .errors import ModelError
 from .relevance import text_relevance
@@ -49,15 +51,20 @@ class VisualTokens(nn.Module):
     def patches_per_crop(self) -> int:
         return self.patches_per_side**2
 
-    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def hidden(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """pixel_values (N, 3, S, S) -> the feature layer's patch features (N, P, C) (before the projector), its
+        [CLS] saliency (N, P) and its attention keys averaged over heads (N, P, C/H)."""
         dtype = self.embeddings.patch_embedding.weight.dtype
         h = self.pre_layrnorm(self.embeddings(pixel_values.to(dtype)))  # (N, 1+P, C)
         for layer in self.layers[:-1]:
             h = layer(h, None)  # (N, 1+P, C)
-        saliency = self.saliency(h)  # (N, P) from the [CLS] row of the feature layer
+        saliency, keys = self.saliency(h)  # (N, P), (N, P, C/H) from the feature layer's attention
         h = self.layers[-1](h, None)  # (N, 1+P, C) the features LLaVA uses
-        tokens = self.projector(h[:, 1:])  # (N, P, D)
-        return tokens, saliency
+        return h[:, 1:], saliency, keys
+
+    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden, saliency, _ = self.hidden(pixel_values)  # (N, P, C), (N, P)
+        return self.projector(hidden), saliency  # (N, P, D), (N, P)
 
 
 def reading_order(positions: torch.Tensor, patches_per_side: int, grid_cols) -> torch.Tensor:
@@ -66,6 +73,11 @@ def reading_order(positions: torch.Tensor, patches_per_side: int, grid_cols) -> 
     The base view (crop 0) first in raster order, then the high-resolution crops stitched into one grid of
     `grid_cols` crops per row, read in global raster order (no unpadding, no newline tokens).
     """
+    return torch.gather(positions, -1, reading_order_index(positions, patches_per_side, grid_cols))
+
+
+def reading_order_index(positions: torch.Tensor, patches_per_side: int, grid_cols) -> torch.Tensor:
+    """The permutation (B, K) that `reading_order` applies: gather anything aligned with `positions` by it."""
     side = patches_per_side
     P = side * side
     pos = iclip(positions, low=0)  # (B, K)
@@ -75,32 +87,31 @@ def reading_order(positions: torch.Tensor, patches_per_side: int, grid_cols) -> 
     col = imod(tile, grid_cols) * side + imod(patch, side)
     key = torch.where(crop == 0, patch, P + row * (grid_cols * side) + col)  # (B, K)
     key = torch.where(positions < 0, _BIG, key.float())
-    order = _smallest(key, positions.shape[-1])[1]  # (B, K)
-    return torch.gather(positions, -1, order)
+    return _smallest(key, positions.shape[-1])[1]  # (B, K)
 
 
-def rows_layout(ordered: torch.Tensor, tokens: torch.Tensor, newline: torch.Tensor, patches_per_side: int,
+def rows_layout(ordered: torch.Tensor, kept: torch.Tensor, newline: torch.Tensor, patches_per_side: int,
                 grid_cols) -> torch.Tensor:  # fmt: skip
     """The `rows` layout of kept tokens: the reading order, with the model's `image_newline` embedding after each
     row of the stitched high-resolution grid that keeps at least one token (as the stock LLaVA-NeXT sequence ends
     every grid row with one; the base view has none).
 
-    ordered (K,) crop-major positions in reading order; tokens (N*P, D); newline (D,) -> (K + rows kept, D).
-    Eager only (a Python walk over the K positions): the reference path and measurements use it.
+    ordered (K,) crop-major positions in reading order; kept (K, D) their tokens, same order; newline (D,)
+    -> (K + rows kept, D). Eager only (a Python walk over the K positions): the reference path and measurements use it.
     """
     side = patches_per_side
     P = side * side
     pieces, last_row = [], None
-    for position in ordered.tolist():
+    for token, position in zip(kept, ordered.tolist()):
         crop, patch = divmod(position, P)
         row = None if crop == 0 else ((crop - 1) // grid_cols) * side + patch // side  # global grid row
         if last_row is not None and row != last_row:
             pieces.append(newline[None])
-        pieces.append(tokens[position][None])
+        pieces.append(token[None])
         last_row = row
     if last_row is not None:
         pieces.append(newline[None])
-    return torch.cat(pieces).to(tokens.dtype)  # (K + rows, D)
+    return torch.cat(pieces).to(kept.dtype)  # (K + rows, D)
 
 
 class SelectTokens(nn.Module):
@@ -113,8 +124,9 @@ class SelectTokens(nn.Module):
 
     def __init__(self, config: AdaFVConfig, patches_per_side: int):
         super().__init__()
-        if config.method not in GRAPH_METHODS:
-            raise ModelError(f"method {config.method!r} cannot be compiled into a graph ({', '.join(GRAPH_METHODS)})")
+        if config.method not in GRAPH_METHODS or config.method == "visionzip":
+            names = ", ".join(m for m in GRAPH_METHODS if m != "visionzip")
+            raise ModelError(f"SelectTokens cannot run method {config.method!r} ({names}; visionzip: ZipTokens)")
         self.config = config
         self.patches_per_side = patches_per_side
 
@@ -142,3 +154,27 @@ class SelectTokens(nn.Module):
         kept = visual[0].index_select(0, iclip(positions, low=0))  # (keep, D)
         kept = torch.where(positions[:, None] >= 0, kept, 0.0)
         return kept, positions
+
+
+class ZipTokens(nn.Module):
+    """VisionZip for one image, fixed keep: (hidden (N, P, C), saliency (N, P), keys (N, P, E), grid_cols)
+    -> merged features (keep, C) for the projector, kept_positions (keep,) in reading order, contextual (keep,) bool.
+
+    Its own module so precision tools keep its math (similarities, the merge) in float32; the projector runs after
+    it, on the keep merged features only (as VisionZip does). A contextual token's position is its target's.
+    """
+
+    def __init__(self, config: AdaFVConfig, patches_per_side: int):
+        super().__init__()
+        if config.method != "visionzip":
+            raise ModelError(f"ZipTokens runs visionzip, not {config.method!r}")
+        self.config = config
+        self.patches_per_side = patches_per_side
+
+    def forward(self, hidden, saliency, keys, grid_cols=1):
+        zipped = visionzip(hidden[None], saliency[None], keys[None], self.config.keep)  # (1, keep) ...
+        order = reading_order_index(zipped.positions, self.patches_per_side, grid_cols)  # (1, keep)
+        positions = torch.gather(zipped.positions, -1, order)[0]  # (keep,) reading order
+        features = torch.gather(zipped.features, 1, order[..., None].expand_as(zipped.features))[0]  # (keep, C)
+        contextual = torch.gather(zipped.contextual, -1, order)[0]  # (keep,)
+        return features, positions, contextual

@@ -225,6 +225,8 @@ def cmd_serve(args) -> int:
 
     from adafv.errors import ConfigError
 
+    if args.ray_address and not args.replicas:
+        raise ConfigError("--ray-address places replicas on a Ray cluster: give --replicas N too")
     missing = [m for m in ("fastapi", "uvicorn") if importlib.util.find_spec(m) is None]
     if missing:
         raise ConfigError(
@@ -232,7 +234,8 @@ def cmd_serve(args) -> int:
         )
     from adafv.serve.app import serve
 
-    serve(args.bundle, args.host, args.port, args.api_key, args.max_queue, args.max_tokens, args.allow_local_files)
+    serve(args.bundle, args.host, args.port, args.api_key, args.max_queue, args.max_tokens, args.allow_local_files,
+          args.replicas, args.ray_address)
     return 0
 
 
@@ -434,9 +437,13 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to listen on every interface")
     srv.add_argument("--port", type=POSITIVE, default=8000)
     srv.add_argument("--api-key", default=os.environ.get("ADAFV_API_KEY"), help="require Authorization: Bearer KEY")
-    srv.add_argument("--max-queue", type=POSITIVE, default=8, help="requests admitted at once (running + waiting)")
+    srv.add_argument("--max-queue", type=POSITIVE, default=None,
+                     help="requests admitted at once (running + waiting); default 8 per replica")
     srv.add_argument("--max-tokens", type=POSITIVE, default=512, help="the largest max_tokens a request may ask")
     srv.add_argument("--allow-local-files", help="a folder whose images a request may name by path")
+    srv.add_argument("--replicas", type=POSITIVE, default=None,
+                     help="N model replicas on Ray Serve (one per GPU for a cuda bundle) behind this one server")
+    srv.add_argument("--ray-address", default=None, help="with --replicas: join this Ray cluster (default: start one)")
     srv.set_defaults(func=cmd_serve)
 
     sh = sub.add_parser("show", help="draw which patches were kept (a bundle, or methods side by side on a model)")

@@ -5,8 +5,10 @@
 Each row of the sheet is one method: the base view (the whole image at the tower's resolution) and the stitched
 high-resolution grid, with every kept patch in colour and the rest dimmed. On a model (the PyTorch reference path)
 AdaFV's kept patches are coloured by the cue whose candidate list they came from: saliency (the [CLS] attention's
-per-crop top patches), relevance (the question's top patches over all crops), or both. A bundle answers with positions
-only, so its kept patches have one colour; a bundle draws its own method and keep.
+per-crop top patches), relevance (the question's top patches over all crops), or both; VisionZip's dominant patches
+are saliency's colour and its contextual tokens (each a merge of similar patches, drawn at its target's place) have
+their own. A bundle answers with positions only, so its kept patches have one colour; a bundle draws its own method
+and keep.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-COLOURS = {"saliency": (255, 140, 0), "relevance": (30, 144, 255), "both": (220, 0, 220), "kept": (40, 200, 80)}
+COLOURS = {"saliency": (255, 140, 0), "relevance": (30, 144, 255), "both": (220, 0, 220), "merged": (255, 230, 0),
+           "kept": (40, 200, 80)}
 DIM = 0.25
 
 
@@ -127,6 +130,7 @@ def show(model: str, image_path: str, prompt: str, out: Path, methods: list[str]
 def _reference_rows(model: str, image, prompt: str, methods: list[str], keep: int | None):
     import torch
 
+    from adafv.baselines import visionzip
     from adafv.export.preprocess_spec import image_processor_spec
     from adafv.pipeline import Reference
     from adafv.runtime.preprocess import preprocess
@@ -143,6 +147,15 @@ def _reference_rows(model: str, image, prompt: str, methods: list[str], keep: in
     rows, kept = [], {}
     with torch.no_grad():
         for method in methods:
+            if method == "visionzip":
+                hidden, _, keys = reference.visual.hidden(prepared.pixel_values)  # (N, P, C), (N, P, E)
+                zipped = visionzip(hidden[None], saliency[None], keys[None], keep)
+                chosen = zipped.positions[0].tolist()
+                merged = zipped.contextual[0].tolist()
+                cues = {p: "merged" if m else "saliency" for p, m in zip(chosen, merged)}
+                rows.append((f"{method}, keep {keep} of {N * P}", *paint(base, canvas, cues, side, grid[1])))
+                kept[method] = len(chosen)
+                continue
             positions = select(method, saliency[None], relevance[None], keep, tokens=tokens.reshape(1, N * P, D))[0]
             chosen = positions.tolist()
             if method == "adafv":
@@ -154,4 +167,5 @@ def _reference_rows(model: str, image, prompt: str, methods: list[str], keep: in
                 cues = {p: {"fastervlm": "saliency", "text": "relevance"}.get(method, "kept") for p in chosen}
             rows.append((f"{method}, keep {keep} of {N * P}", *paint(base, canvas, cues, side, grid[1])))
             kept[method] = len(chosen)
-    return rows, kept, ["saliency", "relevance", "both", "kept"]
+    legend = ["saliency", "relevance", "both", *(["merged"] if "visionzip" in methods else []), "kept"]
+    return rows, kept, legend

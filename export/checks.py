@@ -14,7 +14,8 @@ import numpy as np
 from .errors import BuildError
 from .trt_ops import CONSTANT_INPUTS, DATA_DEPENDENT_SHAPE_OPS, SUPPORTED, TOPK_K_LIMIT
 
-SELECTION_MODULES = ("adafv.saliency.ClsSaliency", "adafv.vision.SelectTokens")  # their math stays float32
+# their math stays float32
+SELECTION_MODULES = ("adafv.saliency.ClsSaliency", "adafv.vision.SelectTokens", "adafv.vision.ZipTokens")
 FLOAT32_OPS = frozenset({"CumSum", "Softmax", "ReduceL2", "TopK", "ReduceMax", "ReduceMin", "ArgMax", "Div"})
 
 _ELEM = {1: "f32", 2: "u8", 3: "i8", 6: "i32", 7: "i64", 9: "bool", 10: "f16", 11: "f64", 16: "bf16"}

@@ -23,7 +23,7 @@ from torch import nn
 
 from adafv.config import GRAPH_METHODS, TOPK_LIMIT, AdaFVConfig
 from adafv.errors import ConfigError
-from adafv.vision import SelectTokens, VisualTokens
+from adafv.vision import SelectTokens, VisualTokens, ZipTokens
 
 OPSET = 18
 INPUTS_ANYRES = ["pixel_values", "text_embeds", "image_grid"]
@@ -58,12 +58,19 @@ class VisionGraph(nn.Module):
         super().__init__()
         self.pixels = PixelTable(pixel_table)
         self.visual = visual
-        self.select = SelectTokens(config, visual.patches_per_side)
+        if config.method == "visionzip":
+            self.zip = ZipTokens(config, visual.patches_per_side)
+        else:
+            self.select = SelectTokens(config, visual.patches_per_side)
         self.anyres = anyres
 
     def forward(self, pixel_values, text_embeds, image_grid=None):
-        tokens, saliency = self.visual(self.pixels(pixel_values))  # (N, P, D), (N, P)
         grid_cols = image_grid[1] if self.anyres else 1
+        if hasattr(self, "zip"):  # merges before the projector; text_embeds stays an (unused) input of the graph
+            hidden, saliency, keys = self.visual.hidden(self.pixels(pixel_values))  # (N, P, C), (N, P), (N, P, E)
+            features, positions, _ = self.zip(hidden, saliency, keys, grid_cols)  # (keep, C), (keep,)
+            return self.visual.projector(features.to(hidden.dtype)), positions  # (keep, D), (keep,)
+        tokens, saliency = self.visual(self.pixels(pixel_values))  # (N, P, D), (N, P)
         return self.select(tokens, saliency, text_embeds.to(tokens.dtype), None, grid_cols)
 
 

@@ -102,15 +102,77 @@ class Metrics:
         return "\n".join(lines) + "\n"
 
 
-class Server:
-    """The state behind the app: one Pipeline, one worker thread, a bounded queue, the metrics."""
+def run_pipeline(pipe, request: dict, on_token=None) -> dict:
+    """One answer from a Pipeline, in whatever thread runs the model; the runtime's refusals (prompt too long, options
+    out of range) become `{"error": message}`, a value that crosses process boundaries (Ray) as well as threads."""
+    from adafv.runtime.errors import RuntimeFailure
 
-    def __init__(self, pipe, model: str, api_key: str | None = None, max_queue: int = 8,
+    try:
+        return pipe.run(request["image"], request["question"], on_token=on_token, **request["options"])
+    except RuntimeFailure as e:
+        return {"error": str(e)}
+
+
+async def stream_in_thread(executor, run, request: dict):
+    """Run `run(request, on_token)` in `executor`; yield each piece of text as it comes, then the result dict. Closing
+    the generator early (a client gone) makes the next token raise `_Cancelled` in the model's thread, so the model
+    is free again after at most one more step; the result is then `{"cancelled": True}`."""
+    loop = asyncio.get_running_loop()
+    pieces: asyncio.Queue = asyncio.Queue()
+    cancelled = threading.Event()
+
+    def on_token(piece: str) -> None:
+        if cancelled.is_set():
+            raise _Cancelled
+        loop.call_soon_threadsafe(pieces.put_nowait, piece)
+
+    def guarded(req):
+        try:
+            return run(req, on_token)
+        except _Cancelled:
+            return {"cancelled": True}
+
+    future = loop.run_in_executor(executor, guarded, request)
+    future.add_done_callback(lambda _: loop.call_soon_threadsafe(pieces.put_nowait, None))
+    try:
+        while (piece := await pieces.get()) is not None:
+            yield piece
+        yield await future
+    finally:
+        cancelled.set()
+
+
+class LocalBackend:
+    """The model in this process: one Pipeline, run by one worker thread (one model instance per device)."""
+
+    def __init__(self, pipe):
+        self.pipe = pipe
+        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="adafv-model")
+
+    async def answer(self, request: dict) -> dict:
+        return await asyncio.get_running_loop().run_in_executor(self.worker, run_pipeline, self.pipe, request)
+
+    def stream(self, request: dict):
+        """Pieces of text, then the result dict (an async generator)."""
+        return stream_in_thread(self.worker, lambda req, on_token: run_pipeline(self.pipe, req, on_token), request)
+
+    def describe(self) -> dict:
+        return {"replicas": 1}
+
+    def close(self) -> None:
+        self.worker.shutdown(wait=False)
+
+
+class Server:
+    """The state behind the app: the model backend (a Pipeline here, or replicas elsewhere: adafv.serve.cluster), a
+    bounded queue, the metrics."""
+
+    def __init__(self, backend, model: str, api_key: str | None = None, max_queue: int = 8,
                  max_tokens: int = MAX_TOKENS, local_files: Path | None = None):  # fmt: skip
-        self.pipe, self.model, self.api_key = pipe, model, api_key
+        self.backend = backend if hasattr(backend, "stream") else LocalBackend(backend)  # a Pipeline: run it here
+        self.model, self.api_key = model, api_key
         self.max_queue, self.max_tokens = max_queue, max_tokens
         self.local_files = local_files.resolve() if local_files else None
-        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="adafv-model")
         self.admitted = 0
         self.lock = threading.Lock()
         self.metrics = Metrics()
@@ -203,16 +265,15 @@ class Server:
         except ImageError as e:
             raise ApiError(400, str(e), param="messages") from e
 
-    def answer(self, request: dict, on_token=None) -> dict:
-        """Runs in the worker thread."""
-        from adafv.runtime.errors import RuntimeFailure
+    async def answer(self, request: dict) -> dict:
+        return checked(await self.backend.answer(request))
 
-        try:
-            return self.pipe.run(request["image"], request["question"], on_token=on_token, **request["options"])
-        except _Cancelled:
-            raise
-        except RuntimeFailure as e:  # prompt too long, options out of range, the model refusing
-            raise ApiError(400, str(e)) from e
+
+def checked(result: dict) -> dict:
+    """A backend's result, or the ApiError it stands for."""
+    if "error" in result:
+        raise ApiError(400, result["error"])
+    return result
 
 
 def completion(server: Server, result: dict) -> dict:
@@ -237,6 +298,7 @@ def completion(server: Server, result: dict) -> dict:
             "num_kept": result["num_kept"],
             "num_visual_tokens": result["num_visual_tokens"],
             "timings_ms": result["timings_ms"],
+            **({"replica": result["replica"]} if "replica" in result else {}),
         },  # fmt: skip
     }
 
@@ -257,7 +319,8 @@ def create_app(server: Server):
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "model": server.model, "queue": server.admitted, "max_queue": server.max_queue}
+        return {"status": "ok", "model": server.model, "queue": server.admitted, "max_queue": server.max_queue,
+                **server.backend.describe()}  # fmt: skip
 
     @app.get("/v1/models")
     async def models(request: Request):
@@ -287,7 +350,7 @@ def create_app(server: Server):
         server.admit()
         if not parsed["stream"]:
             try:
-                result = await asyncio.get_running_loop().run_in_executor(server.worker, server.answer, parsed)
+                result = await server.answer(parsed)
             finally:
                 server.release()
             server.metrics.answered(result)
@@ -300,9 +363,6 @@ def create_app(server: Server):
 
 async def _stream(server: Server, parsed: dict, request):
     """Server-sent events: a role chunk, one chunk per piece of text, a final chunk with the finish reason."""
-    loop = asyncio.get_running_loop()
-    pieces: asyncio.Queue = asyncio.Queue()
-    cancelled = threading.Event()
     ident, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
 
     def chunk(delta: dict, finish: str | None = None) -> str:
@@ -310,27 +370,21 @@ async def _stream(server: Server, parsed: dict, request):
                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}  # fmt: skip
         return f"data: {json.dumps(body)}\n\n"
 
-    def on_token(piece: str) -> None:
-        if cancelled.is_set():
-            raise _Cancelled
-        loop.call_soon_threadsafe(pieces.put_nowait, piece)
-
-    future = loop.run_in_executor(server.worker, server.answer, parsed, on_token)
-    future.add_done_callback(lambda _: loop.call_soon_threadsafe(pieces.put_nowait, None))
+    pieces = server.backend.stream(parsed)
     try:
         yield chunk({"role": "assistant", "content": ""})
-        while True:
-            piece = await pieces.get()
-            if piece is None:
+        result = None
+        async for piece in pieces:
+            if isinstance(piece, dict):
+                result = piece
                 break
             if await request.is_disconnected():
-                cancelled.set()
-                break
+                return  # the finally below stops the generation
             yield chunk({"content": piece})
-        if cancelled.is_set():
+        if result is None or result.get("cancelled"):
             return
         try:
-            result = future.result()
+            result = checked(result)
         except ApiError as e:
             yield f"data: {json.dumps(e.body())}\n\n"
             server.metrics.count(e.status)
@@ -340,7 +394,7 @@ async def _stream(server: Server, parsed: dict, request):
         yield chunk({}, "stop" if result["stopped"] == "eos" else "length")
         yield "data: [DONE]\n\n"
     finally:
-        cancelled.set()  # a client that went away stops its generation at the next token
+        await pieces.aclose()  # a client that went away stops its generation at the next token
         server.release()
 
 
@@ -350,14 +404,28 @@ def _version() -> str:
     return adafv.__version__
 
 
-def serve(bundle: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None, max_queue: int = 8,
-          max_tokens: int = MAX_TOKENS, local_files: str | None = None) -> None:  # fmt: skip
-    """Load the bundle (warmed up) and serve it until interrupted."""
+def serve(bundle: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
+          max_queue: int | None = None, max_tokens: int = MAX_TOKENS, local_files: str | None = None,
+          replicas: int | None = None, ray_address: str | None = None) -> None:  # fmt: skip
+    """Serve the bundle until interrupted: in this process (warmed up), or with `replicas` on Ray Serve
+    (adafv.serve.cluster). `max_queue` (requests admitted at once) defaults to 8 per replica."""
     import uvicorn
 
-    from adafv.runtime import Pipeline
+    from adafv.runtime import manifest as bundle_format
 
-    pipe = Pipeline.load(bundle, warmup=True)
-    server = Server(pipe, pipe.manifest["model"]["name"], api_key, max_queue, max_tokens,
+    name = bundle_format.read_manifest(Path(bundle))["model"]["name"]
+    if replicas:
+        from .cluster import RayBackend
+
+        target = bundle_format.read_manifest(Path(bundle))["target"]
+        backend = RayBackend(bundle, replicas, ray_address, gpu=target == "cuda")
+    else:
+        from adafv.runtime import Pipeline
+
+        backend = LocalBackend(Pipeline.load(bundle, warmup=True))
+    server = Server(backend, name, api_key, max_queue or 8 * (replicas or 1), max_tokens,
                     Path(local_files) if local_files else None)  # fmt: skip
-    uvicorn.run(create_app(server), host=host, port=port, log_level="warning")
+    try:
+        uvicorn.run(create_app(server), host=host, port=port, log_level="warning")
+    finally:
+        backend.close()

@@ -92,11 +92,12 @@ def test_show_draws_the_kept_patches(tmp_path, capsys, make_bundle):
 
     photo = str(Path(__file__).resolve().parents[1] / "assets" / "rocket.jpg")
     out = tmp_path / "model.png"
-    args = ["show", "tiny-llava-next", "--image", photo, "--prompt", "What?", "--methods", "adafv,fastervlm,dart"]
+    methods = "adafv,fastervlm,dart,visionzip"
+    args = ["show", "tiny-llava-next", "--image", photo, "--prompt", "What?", "--methods", methods]
     assert main([*args, "--keep", "24", "--out", str(out)]) == 0
-    assert "adafv kept 24, fastervlm kept 24, dart kept 24" in capsys.readouterr().out
+    assert "adafv kept 24, fastervlm kept 24, dart kept 24, visionzip kept 24" in capsys.readouterr().out
     sheet = Image.open(out)
-    assert sheet.width > 200 and sheet.height > 3 * 256  # one row per method
+    assert sheet.width > 200 and sheet.height > 4 * 256  # one row per method
     bundle = make_bundle("tiny-llava-next", 64).path
     assert main(["show", str(bundle), "--image", photo, "--prompt", "What?", "--out", str(tmp_path / "b.png")]) == 0
     assert "adafv kept 64" in capsys.readouterr().out and (tmp_path / "b.png").is_file()

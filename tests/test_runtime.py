@@ -390,6 +390,7 @@ def test_rows_layout_in_numpy_equals_the_reference():
         for keep in (1, 5, 17, N * P - 1):
             positions = torch.tensor(np.sort(rng.choice(N * P, keep, replace=False)))[None]
             ordered = reading_order(positions, side, cols)[0]
-            want = torch_rows(ordered, torch.from_numpy(tokens), torch.from_numpy(newline), side, cols).numpy()
+            kept = torch.from_numpy(tokens[ordered.numpy()])  # (K, D) in reading order
+            want = torch_rows(ordered, kept, torch.from_numpy(newline), side, cols).numpy()
             got = numpy_rows(ordered.numpy(), tokens[ordered.numpy()], newline, side, cols)
             assert np.array_equal(got, want), (rows, cols, keep)

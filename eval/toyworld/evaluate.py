@@ -34,8 +34,8 @@ import torch
 
 from . import scenes
 
-METHODS = ("full", "adafv", "adafv-paper", "adafv-rows", "fastervlm", "fastervlm-rows", "dart", "divprune", "text",
-           "random")  # fmt: skip
+METHODS = ("full", "adafv", "adafv-paper", "adafv-rows", "fastervlm", "fastervlm-rows", "dart", "divprune",
+           "visionzip", "text", "random")  # fmt: skip
 ROWS = "-rows"  # the kept tokens in grid rows, with the model's image_newline after each kept row
 KEEPS = (50, 25, 10, 5)  # percent of each sample's visual tokens N*P
 QUESTIONS = 600
@@ -49,6 +49,7 @@ LABELS = {
     "fastervlm-rows": "fastervlm, rows layout",
     "dart": "dart",
     "divprune": "divprune",
+    "visionzip": "visionzip",
     "text": "text",
     "random": "random",
 }
@@ -92,8 +93,9 @@ def measure(
     """Answer held-out questions start .. start+n-1 with every method and keep; one record per question."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from adafv.baselines import visionzip
     from adafv.select import select
-    from adafv.vision import reading_order, rows_layout
+    from adafv.vision import reading_order, reading_order_index, rows_layout
 
     tokenizer = reference.processor.tokenizer
     side = reference.visual.patches_per_side
@@ -136,21 +138,32 @@ def measure(
                 record["answers"]["layout"] = answer(
                     flat.index_select(0, reading_order(every, side, prepared.grid[1])[0])
                 )
+            hidden = keys = None  # the tower's features and keys, for visionzip: computed once per question
             for method in methods:
                 if method == "full":
                     continue
                 name, mode = ("adafv", "paper") if method == "adafv-paper" else (method.removesuffix(ROWS), "exact")
                 for percent in keeps:
                     keep = keep_for(percent, N * P)
-                    positions = select(name, saliency[None], relevance[None], keep, mode=mode, seed=i,
-                                       tokens=flat[None])  # (1, K)  # fmt: skip
-                    ordered = reading_order(positions, side, prepared.grid[1])[0]  # (K,) reading order
+                    if name == "visionzip":  # merges the tower's features, then projects the keep merged ones
+                        if hidden is None:
+                            hidden, _, keys = reference.visual.hidden(prepared.pixel_values)  # (N, P, C), (N, P, E)
+                        zipped = visionzip(hidden[None], saliency[None], keys[None], keep)
+                        positions = zipped.positions  # (1, K)
+                        order = reading_order_index(positions, side, prepared.grid[1])[0]  # (K,)
+                        ordered = positions[0, order]  # (K,) reading order
+                        kept_tokens = reference.visual.projector(zipped.features[0, order])  # (K, D)
+                    else:
+                        positions = select(name, saliency[None], relevance[None], keep, mode=mode, seed=i,
+                                           tokens=flat[None])  # (1, K)  # fmt: skip
+                        ordered = reading_order(positions, side, prepared.grid[1])[0]  # (K,) reading order
+                        kept_tokens = flat.index_select(0, ordered)  # (K, D) kept tokens
                     key = f"{method}@{percent}"
                     if method.endswith(ROWS):
-                        visual = rows_layout(ordered, flat, newline, side, prepared.grid[1])  # (K + rows, D)
+                        visual = rows_layout(ordered, kept_tokens, newline, side, prepared.grid[1])  # (K + rows, D)
                         record.setdefault("newlines", {})[key] = int(visual.shape[0] - ordered.shape[0])
                     else:
-                        visual = flat.index_select(0, ordered)  # (K, D) kept tokens
+                        visual = kept_tokens
                     record["answers"][key] = answer(visual)
                     if target is not None and target.any():
                         kept = torch.zeros(N * P, dtype=torch.bool)
