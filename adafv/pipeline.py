@@ -39,6 +39,20 @@ class Prepared:
         return self.pixel_values.shape[0]
 
 
+@dataclasses.dataclass
+class Analysis:
+    """One image and question through the processor and the tower, once: all that any selection needs. Answering
+    several configs from one Analysis (`Reference.answer`) gives what `Reference.run` gives for each."""
+
+    prepared: Prepared
+    hidden: torch.Tensor  # (N, P, C) the feature layer's patch features, before the projector
+    saliency: torch.Tensor  # (N, P) its [CLS] attention
+    keys: torch.Tensor  # (N, P, E) its attention keys, mean over heads (VisionZip)
+    tokens: torch.Tensor  # (N, P, D) projected visual tokens
+    relevance: torch.Tensor  # (N*P,) text-to-image relevance of the question
+    timings_ms: dict[str, float]  # preprocess, vision
+
+
 def check_prompt(prompt: Any) -> str:
     if not isinstance(prompt, str):
         raise InputError(f"the prompt must be a string, got {type(prompt).__name__}")
@@ -73,6 +87,14 @@ class Reference:
 
     # -- stages ---------------------------------------------------------------------------------------------------
 
+    def num_visual_tokens(self, image) -> int:
+        """N*P: how many visual tokens the tower makes of this image (before any selection), without running it."""
+        image = check_image(image)
+        if not self.loaded.arch.anyres:
+            return self.visual.patches_per_crop
+        rows, cols = self.loaded.arch.grid(self.model.config, (image.height, image.width))
+        return (1 + rows * cols) * self.visual.patches_per_crop
+
     def prepare(self, image, prompt: str) -> Prepared:
         image = check_image(image)
         prompt = check_prompt(prompt)
@@ -94,7 +116,7 @@ class Reference:
 
     @torch.no_grad()
     def scores(self, prepared: Prepared):
-        """tokens (N, P, D), saliency (N, P), relevance (N*P,)."""
+        """tokens (N, P, D), saliency (N, P), relevance (N*P,) (what `analyse` computes too, without the keys)."""
         tokens, saliency = self.visual(prepared.pixel_values)  # (N, P, D), (N, P)
         text = self.embed(prepared.post_ids)  # (T, D)
         N, P, D = tokens.shape
@@ -137,39 +159,55 @@ class Reference:
     # -- the whole thing ------------------------------------------------------------------------------------------
 
     @torch.no_grad()
+    def analyse(self, image, prompt: str) -> Analysis:
+        """The processor and one pass of the tower (features, saliency, keys, projected tokens, relevance)."""
+        t0 = time.perf_counter()
+        prepared = self.prepare(image, prompt)
+        t1 = time.perf_counter()
+        hidden, saliency, keys = self.visual.hidden(prepared.pixel_values)  # (N, P, C), (N, P), (N, P, E)
+        tokens = self.visual.projector(hidden)  # (N, P, D)
+        N, P, D = tokens.shape
+        text = self.embed(prepared.post_ids)  # (T, D)
+        relevance = text_relevance(tokens.reshape(1, N * P, D), text[None])[0]  # (NP,)
+        t2 = time.perf_counter()
+        timings = {"preprocess": round((t1 - t0) * 1000, 3), "vision": round((t2 - t1) * 1000, 3)}
+        return Analysis(prepared, hidden, saliency, keys, tokens, relevance, timings)
+
+    @torch.no_grad()
     def run(self, image, prompt: str, config: AdaFVConfig, max_new_tokens: int = 32) -> dict[str, Any]:
         """Answer a question about an image; returns the JSON-ready result (text, kept positions, timings)."""
+        self._check_options(config, max_new_tokens)
+        return self.answer(self.analyse(image, prompt), config, max_new_tokens)
+
+    @staticmethod
+    def _check_options(config: AdaFVConfig, max_new_tokens: int) -> None:
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
             raise InputError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
         if not isinstance(config, AdaFVConfig):
             raise InputError(f"config must be an adafv.AdaFVConfig, got {type(config).__name__}")
-        t0 = time.perf_counter()
-        prepared = self.prepare(image, prompt)
-        t1 = time.perf_counter()
-        full = config.method == "full"
-        if config.method == "visionzip":  # merges in the tower's feature space, before the projector
-            hidden, saliency, keys = self.visual.hidden(prepared.pixel_values)  # (N, P, C), (N, P), (N, P, E)
-            N, P = saliency.shape
-            full = config.keep >= N * P
-        else:
-            tokens, saliency, relevance = self.scores(prepared)
-            N, P, D = tokens.shape
-            full = full or config.keep >= N * P
+
+    @torch.no_grad()
+    def answer(self, analysis: Analysis, config: AdaFVConfig, max_new_tokens: int = 32) -> dict[str, Any]:
+        """The selection of `config` over an Analysis, then greedy generation: `run` without the analysis."""
+        self._check_options(config, max_new_tokens)
+        prepared, tokens, saliency = analysis.prepared, analysis.tokens, analysis.saliency
+        N, P, D = tokens.shape
+        full = config.method == "full" or config.keep >= N * P
         t2 = time.perf_counter()
         if full:
             positions = torch.arange(N * P)
             visual = self.stock_image_features(prepared)
         else:
-            if config.method == "visionzip":
+            if config.method == "visionzip":  # merges in the tower's feature space, before the projector
                 zip_tokens = ZipTokens(config, self.visual.patches_per_side)
-                features, ordered, _ = zip_tokens(hidden, saliency, keys, prepared.grid[1])  # (K, C), (K,)
+                features, ordered, _ = zip_tokens(analysis.hidden, saliency, analysis.keys, prepared.grid[1])
                 kept = self.visual.projector(features)  # (K, D) reading order
                 positions = ordered.sort().values  # (K,) crop-major ascending
             else:
                 positions = select(
                     config.method,
                     saliency[None],
-                    relevance[None],
+                    analysis.relevance[None],
                     config.keep,
                     mode=config.mode,
                     legacy_offset=config.legacy_offset,
@@ -203,10 +241,9 @@ class Reference:
             "num_crops": N,
             "grid": list(prepared.grid),
             "timings_ms": {
-                "preprocess": ms(t0, t1),
-                "vision": ms(t1, t2),
+                **analysis.timings_ms,
                 "select": ms(t2, t3),
                 "generate": ms(t3, t4),
-                "total": ms(t0, t4),
+                "total": round(sum(analysis.timings_ms.values()) + ms(t2, t4), 3),
             },
         }

@@ -174,16 +174,22 @@ def _csv(kind, name: str):
     return parse
 
 
+def _keep(text: str):
+    from adafv.eval.vqa import parse_keep
+
+    return parse_keep(text)
+
+
 def cmd_eval(args) -> int:
-    from adafv.eval.vqa import evaluate
+    from adafv.errors import ConfigError
+    from adafv.eval.vqa import evaluate, parse_method
 
     if not is_bundle(args.model):
         require("torch", f"evaluating {args.model} through the PyTorch reference path (not a bundle)")
-    bad = [m for m in args.method if m not in METHODS]
-    if bad:
-        from adafv.errors import ConfigError
-
-        raise ConfigError(f"unknown method {', '.join(bad)}; choose from {', '.join(METHODS)}")
+    for spec in args.method:
+        parse_method(spec)  # a one-line DataError for an unknown method or option
+    if is_bundle(args.model) and any(isinstance(k, str) for k in args.keep):
+        raise ConfigError("a bundle answers with its own keep: shares like 10% are for models (the reference path)")
     out = args.out or Path("eval") / Path(args.data).stem
     results = evaluate(args.model, args.data, args.method, args.keep, out, args.max_new_tokens, args.suffix,
                        args.limit, progress=not args.quiet)  # fmt: skip
@@ -406,8 +412,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="VQA accuracy under token reduction (a bundle, or a model's reference path)")
     ev.add_argument("--model", required=True, help="registered name, checkpoint directory, or bundle directory")
     ev.add_argument("--data", required=True, type=Path, help="JSONL: image, question, answer (+ label for POPE)")
-    ev.add_argument("--method", type=_csv(str, "methods"), default=["adafv"], help="e.g. adafv,fastervlm,dart")
-    ev.add_argument("--keep", type=_csv(int, "integers"), default=[64], help="e.g. 64,144,288")
+    ev.add_argument("--method", type=_csv(str, "methods"), default=["adafv"],
+                    help="e.g. adafv,fastervlm,dart; options after colons: adafv:paper, fastervlm:compact")
+    ev.add_argument("--keep", type=_csv(_keep, "keeps (counts, or shares like 10%)"), default=[64],
+                    help="counts (64,144,288) or shares of each image's visual tokens (50%%,10%%)")
     ev.add_argument("--out", type=Path, help="results and resumable answers (default eval/<data name>)")
     ev.add_argument("--max-new-tokens", type=POSITIVE, default=16)
     ev.add_argument("--suffix", default=None, help="appended to each question (default: LLaVA's single-word prompt)")

@@ -1,6 +1,6 @@
 """`adafv eval`: LLaVA-style VQA accuracy under token reduction, on a bundle (the runtime) or on the PyTorch reference.
 
-    adafv eval --model MODEL|BUNDLE --data FILE.jsonl [--method adafv,fastervlm] [--keep 64,144] [--out DIR]
+    adafv eval --model MODEL|BUNDLE --data FILE.jsonl [--method adafv,fastervlm:compact] [--keep 64,10%] [--out DIR]
 
 Data: one JSON object per line, `{"image": PATH, "question": TEXT, "answer": TEXT | [TEXT, ...]}` (paths relative to
 the file's folder), plus POPE's `"label": "yes" | "no"`, and an optional `"id"`. `adafv convert gqa|pope|textvqa`
@@ -11,11 +11,17 @@ decoding, and the answer normalisation of the VQA evaluation as LLaVA uses it (l
 number words to digits, articles dropped). Scores: exact match (VQA accuracy, min(1, matches / 3), where a question
 has ten reference answers as in TextVQA), yes/no accuracy, and for POPE precision / recall / F1 with "yes" as the
 positive class. Every method and keep is also a ratio to `full` (all tokens, the stock features). Resumable: answers
-are appended per question to `<out>/answers/<run>.jsonl`, and questions already answered are skipped.
+are appended per question to `<out>/answers/<run>.jsonl` (with the kept positions), and questions already answered
+are skipped.
+
+On the reference path a method may carry options after colons: `adafv:paper` (mode), `fastervlm:compact` (layout),
+`adafv:paper:compact`; a keep may be a share of each image's visual tokens, `10%` (round(10% of N*P), at least 1),
+as well as a count. `random` draws with the question's line number as its seed: one reproducible draw per question.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
@@ -108,76 +114,143 @@ def metrics(items: list[dict], predictions: dict) -> dict[str, Any]:
     return out
 
 
+MODE_OPTIONS, LAYOUT_OPTIONS = ("exact", "paper"), ("rows", "compact")
+
+
+def parse_method(spec: str) -> tuple[str, dict[str, str]]:
+    """`adafv:paper:compact` -> ("adafv", {"mode": "paper", "layout": "compact"}): a method and its options."""
+    from adafv.config import METHODS
+
+    method, *options = spec.split(":")
+    if method not in METHODS:
+        raise DataError(f"unknown method {method!r} in {spec!r}; choose from {', '.join(METHODS)}")
+    fields: dict[str, str] = {}
+    for option in options:
+        field = "mode" if option in MODE_OPTIONS else "layout" if option in LAYOUT_OPTIONS else None
+        if field is None or field in fields:
+            raise DataError(f"{spec!r}: options are one mode ({', '.join(MODE_OPTIONS)}) and one layout "
+                            f"({', '.join(LAYOUT_OPTIONS)}), got {option!r}")  # fmt: skip
+        fields[field] = option
+    return method, fields
+
+
+def parse_keep(text: str) -> int | str:
+    """`64` -> 64; `10%` -> "10%" (a share of each image's N*P visual tokens, 0 < share <= 100)."""
+    text = str(text).strip()
+    if text.endswith("%"):
+        try:
+            share = float(text[:-1])
+        except ValueError:
+            share = -1.0
+        if not 0 < share <= 100:
+            raise DataError(f"a keep share is a percentage in (0, 100], got {text!r}")
+        return f"{share:g}%"
+    if not text.isdigit() or int(text) < 1:
+        raise DataError(f"keep is a positive integer or a percentage like 10%, got {text!r}")
+    return int(text)
+
+
+def keep_for(keep: int | str, num_tokens: int) -> int:
+    """The budget of one image: a count as it is, a share as round(share of N*P), at least 1."""
+    if isinstance(keep, str):
+        return max(1, round(float(keep[:-1]) / 100 * num_tokens))
+    return keep
+
+
 def _run_file(out: Path, run: str) -> Path:
-    return out / "answers" / f"{run}.jsonl"
+    return out / "answers" / f"{run.replace('@', '-k').replace('%', 'pc').replace(':', '-')}.jsonl"
 
 
-def _answered(path: Path) -> dict[str, str]:
+def answers(out: Path, run: str) -> dict[str, dict]:
+    """The answer rows of one run so far: `id` -> `{"id", "prediction", "kept", "visual_tokens",
+    "llm_visual_tokens"}`."""
     done = {}
+    path = _run_file(out, run)
     if path.is_file():
         for line in path.read_text().splitlines():
             if line.strip():
                 row = json.loads(line)
-                done[str(row["id"])] = row["prediction"]
+                done[str(row["id"])] = row
     return done
 
 
 def evaluate(
-    model: str,
+    model,
     data: Path,
     methods: list[str],
-    keeps: list[int],
+    keeps: list[int | str],
     out: Path,
     max_new_tokens: int = 16,
     suffix: str | None = SUFFIX,
     limit: int | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Answer every question with every (method, keep) (and `full`), resumably; returns and writes the results."""
+    """Answer every question with every (method, keep) (and `full`), resumably; returns and writes the results.
+    `model`: a bundle folder, a model name or folder, or an already loaded `adafv.pipeline.Reference`."""
     from adafv.runtime import load_image
 
     suffix = SUFFIX if suffix is None else suffix
     items = load(data)[:limit]
     out.mkdir(parents=True, exist_ok=True)
-    bundle = (Path(model) / "manifest.json").is_file()
-    runs: list[tuple[str, Any]] = []
+    bundle = isinstance(model, (str, Path)) and (Path(model) / "manifest.json").is_file()
+    runs: list[tuple[str, Any]] = []  # (name, answer(image, question, line, analysis) -> result)
+    reference = None
     if bundle:
         from adafv.runtime import Pipeline
 
         pipe = Pipeline.load(model)
         sel = pipe.manifest["selection"]
-        runs.append((f"{sel['method']}@{sel['keep']}", lambda image, q: pipe.run(image, q, max_new_tokens)["text"]))
+        runs.append((f"{sel['method']}@{sel['keep']}", lambda image, q, n, _: pipe.run(image, q, max_new_tokens)))
     else:
         from adafv import AdaFVConfig
         from adafv.pipeline import Reference
 
-        reference = Reference.load(model)
-        configs = [("full", AdaFVConfig(keep=1, method="full"))]
-        configs += [(f"{m}@{k}", AdaFVConfig(keep=k, method=m)) for m in methods for k in keeps if m != "full"]
-        for name, config in configs:
-            runs.append((name, lambda image, q, c=config: reference.run(image, q, c, max_new_tokens)["text"]))
+        reference = Reference.load(model) if isinstance(model, (str, Path)) else model
+        specs = [("full", "full", {}, 1)]
+        specs += [(f"{m}@{k}", *parse_method(m), k) for m in methods for k in keeps if m != "full"]
+        for name, method, fields, keep in specs:
+
+            def answer(image, q, n, analysis, method=method, fields=fields, keep=keep):
+                budget = keep_for(keep, reference.num_visual_tokens(image)) if isinstance(keep, str) else keep
+                config = AdaFVConfig(keep=budget, method=method, seed=n, **fields)
+                return reference.answer(analysis, config, max_new_tokens)
+
+            runs.append((name, answer))
     start = time.perf_counter()
-    results: dict[str, Any] = {"model": model, "data": str(data), "path": "bundle" if bundle else "reference",
+    name = model if isinstance(model, (str, Path)) else model.loaded.spec.name
+    results: dict[str, Any] = {"model": str(name), "data": str(data), "path": "bundle" if bundle else "reference",
                                "suffix": suffix, "runs": {}}  # fmt: skip
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    done = {name: answers(out, name) for name, _ in runs}
     columns = [TextColumn("{task.description:24s}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
-    with Progress(*columns, disable=not progress) as bar:
-        for name, answer in runs:
-            path = _run_file(out, name.replace("@", "-k"))
-            path.parent.mkdir(parents=True, exist_ok=True)
-            done = _answered(path)
-            todo = [it for it in items if str(it["id"]) not in done]
-            task = bar.add_task(name, total=len(items), completed=len(items) - len(todo))
-            with path.open("a") as f:
-                for it in todo:
-                    question = f"{it['question']}\n{suffix}" if suffix else it["question"]
-                    prediction = answer(load_image(it["image"]), question)
-                    f.write(json.dumps({"id": it["id"], "prediction": prediction}) + "\n")
-                    f.flush()  # resumable at every question
-                    done[str(it["id"])] = prediction
-                    bar.advance(task)
-            results["runs"][name] = metrics(items, done)
+    with Progress(*columns, disable=not progress) as bar, contextlib.ExitStack() as files:
+        tasks, sinks = {}, {}
+        for name, _ in runs:
+            left = sum(str(it["id"]) not in done[name] for it in items)
+            tasks[name] = bar.add_task(name, total=len(items), completed=len(items) - left)
+            _run_file(out, name).parent.mkdir(parents=True, exist_ok=True)
+            sinks[name] = files.enter_context(_run_file(out, name).open("a"))
+        for n, it in enumerate(items):  # question by question: the image and the tower once for every run
+            todo = [(name, answer) for name, answer in runs if str(it["id"]) not in done[name]]
+            if not todo:
+                continue
+            image = load_image(it["image"])
+            question = f"{it['question']}\n{suffix}" if suffix else it["question"]
+            analysis = reference.analyse(image, question) if reference is not None else None
+            for name, answer in todo:
+                result = answer(image, question, n, analysis)
+                row = {"id": it["id"], "prediction": result["text"], "kept": result["kept_positions"],
+                       "visual_tokens": result["num_visual_tokens"],
+                       "llm_visual_tokens": result.get("num_llm_visual_tokens")}  # fmt: skip
+                if name == "full":
+                    del row["kept"]  # every position
+                sinks[name].write(json.dumps(row) + "\n")
+                sinks[name].flush()  # resumable at every question
+                done[name][str(it["id"])] = row
+                bar.advance(tasks[name])
+    for name, _ in runs:
+        results["runs"][name] = metrics(items, {k: row["prediction"] for k, row in done[name].items()})
     full = results["runs"].get("full")
     if full:
         for row in results["runs"].values():

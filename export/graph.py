@@ -58,7 +58,8 @@ class VisionGraph(nn.Module):
         super().__init__()
         self.pixels = PixelTable(pixel_table)
         self.visual = visual
-        if config.method == "visionzip":
+        self.merges = config.method == "visionzip"  # merges before the projector instead of choosing after it
+        if self.merges:
             self.zip = ZipTokens(config, visual.patches_per_side)
         else:
             self.select = SelectTokens(config, visual.patches_per_side)
@@ -66,7 +67,7 @@ class VisionGraph(nn.Module):
 
     def forward(self, pixel_values, text_embeds, image_grid=None):
         grid_cols = image_grid[1] if self.anyres else 1
-        if hasattr(self, "zip"):  # merges before the projector; text_embeds stays an (unused) input of the graph
+        if self.merges:  # text_embeds stays an input of the graph (unused), so every bundle is fed alike
             hidden, saliency, keys = self.visual.hidden(self.pixels(pixel_values))  # (N, P, C), (N, P), (N, P, E)
             features, positions, _ = self.zip(hidden, saliency, keys, grid_cols)  # (keep, C), (keep,)
             return self.visual.projector(features.to(hidden.dtype)), positions  # (keep, D), (keep,)

@@ -151,3 +151,14 @@ def test_visionzip_bundle_gives_the_reference_greedy_tokens(tmp_path, tiny_next,
             assert got["tokens"] == want["tokens"], name
             assert got["method"] == want["method"] == "visionzip"
             assert got["num_kept"] == 40 and want["num_llm_visual_tokens"] >= 40
+
+
+def test_visionzip_fp16_graph_keeps_its_merge_in_float32(tmp_path):
+    """The fp16 build: ZipTokens' similarities and merge stay float32 (the build's lint enforces it), and the fp16
+    graph keeps nearly the positions of the fp32 one."""
+    from adafv.export.bundle import EngineConfig, build
+
+    selection = AdaFVConfig(keep=40, method="visionzip")
+    config = EngineConfig("tiny-llava-next", selection, precision="fp16", target="cpu", max_probes=3)
+    manifest = build(config, out=tmp_path / "fp16", progress=False).manifest
+    assert manifest["parity"]["fp16"]["min_position_overlap"] >= 0.9

@@ -178,3 +178,22 @@ def test_cli_run_and_demo_answer_a_generated_scene(tmp_path, capsys):
     assert run_demo() == 0
     out = capsys.readouterr().out
     assert "toyworld-llava-next" in out and "expected:" in out and "(correct)" in out
+
+
+def test_the_measurement_is_the_readme_adafv_eval_call(tmp_path, toyworld):
+    """The README's by-hand command (export the held-out questions, then `adafv eval` with shares, colon options, no
+    suffix, 3 tokens) answers exactly what the measurement's table counts."""
+    from adafv.cli.main import main as cli
+    from adafv.eval.toyworld.evaluate import measure
+    from adafv.eval.toyworld.export import main as export
+    from adafv.eval.vqa import answers
+
+    assert export(["--out", str(tmp_path / "tw"), "--questions", "12"]) == 0
+    args = ["eval", "--model", "toyworld-llava-next", "--data", str(tmp_path / "tw" / "questions.jsonl"),
+            "--suffix", "", "--max-new-tokens", "3", "--method", "adafv:rows,visionzip:compact", "--keep", "10%",
+            "--out", str(tmp_path / "eval"), "--quiet"]  # fmt: skip
+    assert cli(args) == 0
+    records = measure(toyworld, 12, ("full", "adafv-rows", "visionzip"), (10,), progress=False, diagnostics=False)
+    for run, key in (("full", "full"), ("adafv:rows@10%", "adafv-rows@10"), ("visionzip:compact@10%", "visionzip@10")):
+        by_hand = answers(tmp_path / "eval", run)
+        assert [by_hand[str(i)]["prediction"] for i in range(12)] == [r["answers"][key] for r in records], run

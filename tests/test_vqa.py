@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from adafv.cli.main import main
-from adafv.eval.vqa import DataError, convert, load, metrics, normalize, score
+from adafv.eval.vqa import DataError, convert, keep_for, load, metrics, normalize, parse_keep, parse_method, score
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -75,6 +75,45 @@ def test_eval_reference_path_is_resumable(data, tmp_path, capsys):
     assert "| dart@16 | 3 |" in capsys.readouterr().out
 
 
+def test_method_options_and_keep_shares():
+    assert parse_method("adafv") == ("adafv", {})
+    assert parse_method("adafv:paper:compact") == ("adafv", {"mode": "paper", "layout": "compact"})
+    assert parse_method("visionzip:rows") == ("visionzip", {"layout": "rows"})
+    for bad in ("nope", "adafv:fast", "adafv:rows:compact", "adafv:paper:exact"):
+        with pytest.raises(DataError):
+            parse_method(bad)
+    assert parse_keep("64") == 64 and parse_keep("10%") == "10%" and parse_keep("12.5%") == "12.5%"
+    for bad in ("0", "-3", "0%", "101%", "x%", "ten"):
+        with pytest.raises(DataError):
+            parse_keep(bad)
+    assert keep_for("10%", 248) == 25 and keep_for("50%", 5) == 2 and keep_for("1%", 20) == 1 and keep_for(7, 99) == 7
+
+
+def test_eval_with_options_and_shares_records_the_kept_positions(data, tmp_path, tiny_next, photos):
+    """`adafv:compact@25%` keeps round(25% of N*P) of each image, in the compact layout, and its answer line lists
+    the kept positions: the same as the reference path run directly with that config."""
+    from adafv import AdaFVConfig
+    from adafv.eval.vqa import answers
+    from adafv.runtime import load_image
+
+    out = tmp_path / "out"
+    args = ["eval", "--model", "tiny-llava-next", "--data", str(data), "--method", "adafv:compact,visionzip",
+            "--keep", "25%", "--out", str(out), "--max-new-tokens", "2", "--quiet", "--suffix", ""]  # fmt: skip
+    assert main(args) == 0
+    assert set(json.loads((out / "results.json").read_text())["runs"]) == {"full", "adafv:compact@25%",
+                                                                             "visionzip@25%"}  # fmt: skip
+    rows = answers(out, "adafv:compact@25%")
+    for item in load(data):
+        image = load_image(item["image"])
+        total = tiny_next.num_visual_tokens(image)
+        assert total == tiny_next.prepare(image, "?").num_crops * tiny_next.visual.patches_per_crop
+        want = tiny_next.run(image, item["question"], AdaFVConfig(keep=round(total / 4), layout="compact"), 2)
+        row = rows[str(item["id"])]
+        assert row["kept"] == want["kept_positions"] and row["prediction"] == want["text"]
+        assert row["visual_tokens"] == total and row["llm_visual_tokens"] == len(row["kept"])  # compact: no newlines
+    assert all(row["llm_visual_tokens"] > len(row["kept"]) for row in answers(out, "visionzip@25%").values())  # rows
+
+
 def test_eval_on_a_bundle(data, tmp_path, make_bundle):
     bundle = make_bundle("tiny-llava-next", 64).path
     assert main(["eval", "--model", str(bundle), "--data", str(data), "--out", str(tmp_path / "b"), "--quiet"]) == 0
@@ -107,3 +146,11 @@ def test_bad_data_is_one_line(tmp_path, capsys):
     code = main(["eval", "--model", "tiny-llava", "--data", str(bad), "--out", str(tmp_path / "o"), "--quiet"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "missing answer" in err[0]
+    for option, wanted in ((["--method", "adafv:fast"], "options are one mode"),
+                           (["--keep", "150%"], "comma-separated list of keeps")):  # fmt: skip
+        try:
+            code = main(["eval", "--model", "tiny-llava", "--data", str(bad), "--quiet", *option])
+        except SystemExit as e:  # argparse's own exit, as from the console script
+            code = e.code
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and wanted in err[0], err

@@ -4,12 +4,16 @@
     .venv/bin/python -m adafv.eval.toyworld.evaluate --card           # ... and write the table into the model card
     .venv/bin/python -m adafv.eval.toyworld.evaluate --card --readme README.md   # ... and into the repo's README
 
-It runs what users run: `adafv.pipeline.Reference` (the model's own processor, adafv's vision module, greedy
-generation with `inputs_embeds`), `adafv.select.select` and `adafv.vision.reading_order`; `full` feeds the stock
-transformers image features (`Reference.stock_image_features`). The vision side (tokens (N, P, D), saliency (N, P))
-and the relevance (N*P,) are computed once per question and reused by every method and keep. `keep` is a fraction of
-each sample's own visual tokens N*P (rounded, at least 1). An answer is right when the generated text equals the
-one-word answer. `random` draws its positions with the question's index as seed. With `full`, a `blind` row is
+It is a call of what users run: the held-out questions are exported as `adafv eval`'s JSONL
+(`adafv.eval.toyworld.export`) and answered by `adafv eval` on the PyTorch reference path (`adafv.eval.vqa.evaluate`:
+the model's own processor, adafv's vision module and selection, greedy generation with `inputs_embeds`), the same as
+
+    python -m adafv.eval.toyworld.export --out tw && adafv eval --model toyworld-llava-next --data tw/questions.jsonl \
+        --method adafv:compact,adafv:rows,... --keep 50%,25%,10%,5% --suffix "" --max-new-tokens 3
+
+`full` feeds the stock transformers image features (`Reference.stock_image_features`). `keep` is a fraction of each
+sample's own visual tokens N*P (rounded, at least 1). An answer is right when the generated text equals the one-word
+answer. `random` draws its positions with the question's index as seed. With `full`, a `blind` row is
 added: the most common answer of each question kind and size, the score of a model that never looks; and a
 `layout` row: every token, but laid out as the reduced sequences are (reading order, no unpadding, no newline
 tokens), which separates the cost of the layout from the cost of dropping tokens.
@@ -67,11 +71,6 @@ def blind_answers(samples: int = 1000) -> dict[tuple[str, str], str]:
     return {key: c.most_common(1)[0][0] for key, c in counts.items()}
 
 
-def keep_for(percent: float, num_tokens: int) -> int:
-    """The budget for a fraction of one sample's visual tokens: round(percent% of N*P), at least 1."""
-    return max(1, round(percent / 100 * num_tokens))
-
-
 def target_patches(reference, scene: scenes.Scene, question: scenes.Question, num_crops: int) -> torch.Tensor:
     """Crop-major positions (N*P,) bool: patches covered by an object the question is about."""
     from .train import patch_objects
@@ -79,6 +78,20 @@ def target_patches(reference, scene: scenes.Scene, question: scenes.Question, nu
     which = patch_objects(reference.processor, [scene], [num_crops]).flatten()  # (N*P,) object id + 1, 0 = none
     wanted = torch.tensor([i + 1 for i in question.target], dtype=torch.long)
     return torch.isin(which, wanted) if len(question.target) else torch.zeros_like(which, dtype=torch.bool)
+
+
+SPECS = {  # each method of the table as an `adafv eval` method: the compact layout unless it says rows
+    "adafv": "adafv:compact",
+    "adafv-paper": "adafv:paper:compact",
+    "adafv-rows": "adafv:rows",
+    "fastervlm": "fastervlm:compact",
+    "fastervlm-rows": "fastervlm:rows",
+    "dart": "dart:compact",
+    "divprune": "divprune:compact",
+    "visionzip": "visionzip:compact",
+    "text": "text:compact",
+    "random": "random:compact",
+}
 
 
 def measure(
@@ -90,30 +103,37 @@ def measure(
     progress: bool = True,
     diagnostics: bool = True,
 ) -> list[dict]:
-    """Answer held-out questions start .. start+n-1 with every method and keep; one record per question."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    """Answer held-out questions start .. start+n-1 with every method and keep; one record per question.
 
-    from adafv.baselines import visionzip
-    from adafv.select import select
-    from adafv.vision import reading_order, reading_order_index, rows_layout
+    The answers are `adafv eval`'s (`adafv.eval.vqa.evaluate` on the questions exported as its JSONL, no suffix,
+    3 new tokens, keeps as shares of each image's tokens); this adds what only the toy world knows: the `blind` and
+    `layout` rows and, with `diagnostics`, target coverage (from the kept positions eval records) and saliency."""
+    import tempfile
 
-    tokenizer = reference.processor.tokenizer
+    from adafv.eval import vqa
+    from adafv.vision import reading_order
+
+    from .export import export
+
+    runs = {method: SPECS[method] for method in methods if method != "full"}
+    shares = {keep: f"{keep:g}%" for keep in keeps}
+    with tempfile.TemporaryDirectory(prefix="adafv-toyworld-") as tmp:
+        data = export(Path(tmp) / "data", questions=n, start=start)
+        out = Path(tmp) / "eval"
+        vqa.evaluate(reference, data, list(runs.values()), list(shares.values()), out, MAX_NEW_TOKENS, suffix="",
+                     progress=progress)  # fmt: skip
+        rows = {"full": vqa.answers(out, "full")}
+        for method, spec in runs.items():
+            for keep, share in shares.items():
+                rows[f"{method}@{keep}"] = vqa.answers(out, f"{spec}@{share}")
+
     side = reference.visual.patches_per_side
-    newline = reference.model.model.image_newline.detach()  # (D,) what the stock sequence ends each grid row with
+    P = side * side
     records = []
-    columns = [TextColumn("measuring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
-    with Progress(*columns, disable=not progress) as bar, torch.no_grad():
-        task = bar.add_task("measure", total=n)
+    with torch.no_grad():
         for i, (scene, question) in enumerate(scenes.heldout(n, start), start=start):
-            prepared = reference.prepare(scene.image, question.text)
-            tokens, saliency, relevance = reference.scores(prepared)  # (N, P, D), (N, P), (N*P,)
-            N, P, D = tokens.shape
-            flat = tokens.reshape(N * P, D)  # (N*P, D) crop-major
-
-            def answer(visual, prepared=prepared):
-                ids = reference.generate(prepared, visual, MAX_NEW_TOKENS)
-                return tokenizer.decode(ids, skip_special_tokens=True).strip()
-
+            ident = str(i - start)  # the exported line's id
+            N = rows["full"][ident]["visual_tokens"] // P
             record = {
                 "index": i,
                 "question": question.text,
@@ -122,55 +142,38 @@ def measure(
                 "size": question.size,
                 "num_crops": N,
                 "num_visual_tokens": N * P,
-                "answers": {},
+                "answers": {key: row[ident]["prediction"] for key, row in rows.items()},
                 "coverage": {},
             }
-            target = target_patches(reference, scene, question, N) if diagnostics else None
+            if "full" in methods or diagnostics:
+                prepared = reference.prepare(scene.image, question.text)
+                tokens, saliency, _ = reference.scores(prepared)  # (N, P, D), (N, P)
+            if "full" in methods:
+                record["answers"]["blind"] = blind_answers().get((question.kind, question.size), "")
+                every = torch.arange(N * P)[None]  # (1, N*P): keep everything, but in the reduced sequences' layout
+                flat = tokens.reshape(N * P, -1)
+                visual = flat.index_select(0, reading_order(every, side, prepared.grid[1])[0])
+                ids = reference.generate(prepared, visual, MAX_NEW_TOKENS)
+                text = reference.processor.tokenizer.decode(ids, skip_special_tokens=True)
+                record["answers"]["layout"] = text.strip()
+            else:
+                del record["answers"]["full"]
+            for key, row in rows.items():
+                if key.split("@")[0].endswith(ROWS):  # image_newline tokens the rows layout added
+                    record.setdefault("newlines", {})[key] = row[ident]["llm_visual_tokens"] - len(row[ident]["kept"])
             if diagnostics:
+                target = target_patches(reference, scene, question, N)
                 large = target_patches(reference, scene, scenes.Question("", "", "", "large", (0,)), N)
                 base = saliency[0]  # (P,) base view
                 record["saliency_on_large"] = float(base[large[:P]].sum() / base.sum())
                 record["large_area_base"] = float(large[:P].float().mean())
-            if "full" in methods:
-                record["answers"]["full"] = answer(reference.stock_image_features(prepared))
-                record["answers"]["blind"] = blind_answers().get((question.kind, question.size), "")
-                every = torch.arange(N * P)[None]  # (1, N*P): keep everything, but in the reduced sequences' layout
-                record["answers"]["layout"] = answer(
-                    flat.index_select(0, reading_order(every, side, prepared.grid[1])[0])
-                )
-            hidden = keys = None  # the tower's features and keys, for visionzip: computed once per question
-            for method in methods:
-                if method == "full":
-                    continue
-                name, mode = ("adafv", "paper") if method == "adafv-paper" else (method.removesuffix(ROWS), "exact")
-                for percent in keeps:
-                    keep = keep_for(percent, N * P)
-                    if name == "visionzip":  # merges the tower's features, then projects the keep merged ones
-                        if hidden is None:
-                            hidden, _, keys = reference.visual.hidden(prepared.pixel_values)  # (N, P, C), (N, P, E)
-                        zipped = visionzip(hidden[None], saliency[None], keys[None], keep)
-                        positions = zipped.positions  # (1, K)
-                        order = reading_order_index(positions, side, prepared.grid[1])[0]  # (K,)
-                        ordered = positions[0, order]  # (K,) reading order
-                        kept_tokens = reference.visual.projector(zipped.features[0, order])  # (K, D)
-                    else:
-                        positions = select(name, saliency[None], relevance[None], keep, mode=mode, seed=i,
-                                           tokens=flat[None])  # (1, K)  # fmt: skip
-                        ordered = reading_order(positions, side, prepared.grid[1])[0]  # (K,) reading order
-                        kept_tokens = flat.index_select(0, ordered)  # (K, D) kept tokens
-                    key = f"{method}@{percent}"
-                    if method.endswith(ROWS):
-                        visual = rows_layout(ordered, kept_tokens, newline, side, prepared.grid[1])  # (K + rows, D)
-                        record.setdefault("newlines", {})[key] = int(visual.shape[0] - ordered.shape[0])
-                    else:
-                        visual = kept_tokens
-                    record["answers"][key] = answer(visual)
-                    if target is not None and target.any():
-                        kept = torch.zeros(N * P, dtype=torch.bool)
-                        kept[positions[0]] = True
-                        record["coverage"][key] = float((kept & target).sum() / target.sum())
+                if target.any():
+                    for key, row in rows.items():
+                        if key != "full":
+                            kept = torch.zeros(N * P, dtype=torch.bool)
+                            kept[row[ident]["kept"]] = True
+                            record["coverage"][key] = float((kept & target).sum() / target.sum())
             records.append(record)
-            bar.advance(task)
     return records
 
 
