@@ -190,7 +190,7 @@ def cmd_eval(args) -> int:
         parse_method(spec)  # a one-line DataError for an unknown method or option
     if is_bundle(args.model) and any(isinstance(k, str) for k in args.keep):
         raise ConfigError("a bundle answers with its own keep: shares like 10% are for models (the reference path)")
-    out = args.out or Path("eval") / Path(args.data).stem
+    out = args.out or Path("eval-results") / Path(args.data).stem  # not eval/: the package's folder in a checkout
     results = evaluate(args.model, args.data, args.method, args.keep, out, args.max_new_tokens, args.suffix,
                        args.limit, progress=not args.quiet)  # fmt: skip
     print((out / "results.md").read_text(), end="")
@@ -416,7 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="e.g. adafv,fastervlm,dart; options after colons: adafv:paper, fastervlm:compact")
     ev.add_argument("--keep", type=_csv(_keep, "keeps (counts, or shares like 10%)"), default=[64],
                     help="counts (64,144,288) or shares of each image's visual tokens (50%%,10%%)")
-    ev.add_argument("--out", type=Path, help="results and resumable answers (default eval/<data name>)")
+    ev.add_argument("--out", type=Path, help="results and resumable answers (default eval-results/<data name>)")
     ev.add_argument("--max-new-tokens", type=POSITIVE, default=16)
     ev.add_argument("--suffix", default=None, help="appended to each question (default: LLaVA's single-word prompt)")
     ev.add_argument("--limit", type=POSITIVE, help="only the first N questions")

@@ -149,3 +149,18 @@ def test_a_ray_cluster_that_cannot_start_is_one_line(make_bundle, tmp_path):
     errors = [line for line in out.stderr.splitlines() if line.startswith("adafv: error")]
     assert errors and "could not start a local Ray cluster" in errors[0], out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_more_gpu_replicas_than_gpus_is_one_line(make_bundle):
+    """A cuda bundle's replica takes one GPU: asking for more than the cluster has (here: none) is refused in one
+    line before any replica starts (99: more than any machine here has, GPU or not)."""
+    import re
+
+    bundle = make_bundle("tiny-llava-next", 64, target="cuda").path
+    out = subprocess.run([sys.executable, "-m", "adafv.cli.main", "serve", str(bundle), "--replicas", "99"],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 2, out.stderr
+    errors = [line for line in out.stderr.splitlines() if line.startswith("adafv: error")]
+    assert len(errors) == 1, out.stderr
+    assert re.fullmatch(r"adafv: error: 99 replicas need 99 GPUs; the Ray cluster has \d+", errors[0]), errors
+    assert "Traceback" not in out.stderr
