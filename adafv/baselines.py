@@ -111,10 +111,14 @@ def visionzip(hidden: torch.Tensor, saliency: torch.Tensor, keys: torch.Tensor, 
 
     Differences from the released code, all from the fixed-keep contract: the [CLS] token itself is not kept (its
     slot goes to one more dominant patch), and the budget is a total over the crops, split as above, not 64/128/192
-    per crop. Traceable: a dynamic N, a constant-K TopK of P per crop, the merge as one (P, P) matmul per crop.
+    per crop. Traceable: a dynamic N, a constant-K TopK of P per crop, the merge as one (P, P) matmul per crop. With
+    keep >= N*P (eager) every patch is kept as it is, as every other method does.
     """
     B, N, P, C = hidden.shape
     device = hidden.device
+    if not (torch.compiler.is_compiling() or torch.jit.is_tracing()) and keep >= N * P:  # nothing to drop
+        every = torch.arange(N * P, device=device).expand(B, -1)  # (B, NP)
+        return Zipped(every, hidden.reshape(B, N * P, C), torch.zeros((B, N * P), dtype=torch.bool, device=device))
     dominant, contextual = visionzip_split(_quotas(keep, torch.arange(N, device=device)))  # (N,) each
     _, order = _largest(saliency.float(), P)  # (B, N, P) patches by attention, descending, ties by position
     patch = torch.arange(P, device=device)  # (P,)

@@ -87,14 +87,6 @@ class Reference:
 
     # -- stages ---------------------------------------------------------------------------------------------------
 
-    def num_visual_tokens(self, image) -> int:
-        """N*P: how many visual tokens the tower makes of this image (before any selection), without running it."""
-        image = check_image(image)
-        if not self.loaded.arch.anyres:
-            return self.visual.patches_per_crop
-        rows, cols = self.loaded.arch.grid(self.model.config, (image.height, image.width))
-        return (1 + rows * cols) * self.visual.patches_per_crop
-
     def prepare(self, image, prompt: str) -> Prepared:
         image = check_image(image)
         prompt = check_prompt(prompt)
@@ -116,12 +108,18 @@ class Reference:
 
     @torch.no_grad()
     def scores(self, prepared: Prepared):
-        """tokens (N, P, D), saliency (N, P), relevance (N*P,) (what `analyse` computes too, without the keys)."""
-        tokens, saliency = self.visual(prepared.pixel_values)  # (N, P, D), (N, P)
-        text = self.embed(prepared.post_ids)  # (T, D)
-        N, P, D = tokens.shape
-        relevance = text_relevance(tokens.reshape(1, N * P, D), text[None])[0]  # (NP,)
+        """tokens (N, P, D), saliency (N, P), relevance (N*P,)."""
+        _, saliency, _, tokens, relevance = self._tower(prepared)
         return tokens, saliency, relevance
+
+    def _tower(self, prepared: Prepared):
+        """One pass of the tower: hidden (N, P, C), saliency (N, P), keys (N, P, E), tokens (N, P, D), relevance."""
+        hidden, saliency, keys = self.visual.hidden(prepared.pixel_values)  # (N, P, C), (N, P), (N, P, E)
+        tokens = self.visual.projector(hidden)  # (N, P, D)
+        N, P, D = tokens.shape
+        text = self.embed(prepared.post_ids)  # (T, D)
+        relevance = text_relevance(tokens.reshape(1, N * P, D), text[None])[0]  # (NP,)
+        return hidden, saliency, keys, tokens, relevance
 
     @torch.no_grad()
     def stock_image_features(self, prepared: Prepared) -> torch.Tensor:
@@ -164,14 +162,10 @@ class Reference:
         t0 = time.perf_counter()
         prepared = self.prepare(image, prompt)
         t1 = time.perf_counter()
-        hidden, saliency, keys = self.visual.hidden(prepared.pixel_values)  # (N, P, C), (N, P), (N, P, E)
-        tokens = self.visual.projector(hidden)  # (N, P, D)
-        N, P, D = tokens.shape
-        text = self.embed(prepared.post_ids)  # (T, D)
-        relevance = text_relevance(tokens.reshape(1, N * P, D), text[None])[0]  # (NP,)
+        tower = self._tower(prepared)
         t2 = time.perf_counter()
         timings = {"preprocess": round((t1 - t0) * 1000, 3), "vision": round((t2 - t1) * 1000, 3)}
-        return Analysis(prepared, hidden, saliency, keys, tokens, relevance, timings)
+        return Analysis(prepared, *tower, timings)
 
     @torch.no_grad()
     def run(self, image, prompt: str, config: AdaFVConfig, max_new_tokens: int = 32) -> dict[str, Any]:

@@ -181,15 +181,10 @@ def _keep(text: str):
 
 
 def cmd_eval(args) -> int:
-    from adafv.errors import ConfigError
-    from adafv.eval.vqa import evaluate, parse_method
+    from adafv.eval.vqa import evaluate
 
     if not is_bundle(args.model):
         require("torch", f"evaluating {args.model} through the PyTorch reference path (not a bundle)")
-    for spec in args.method:
-        parse_method(spec)  # a one-line DataError for an unknown method or option
-    if is_bundle(args.model) and any(isinstance(k, str) for k in args.keep):
-        raise ConfigError("a bundle answers with its own keep: shares like 10% are for models (the reference path)")
     out = args.out or Path("eval-results") / Path(args.data).stem  # not eval/: the package's folder in a checkout
     results = evaluate(args.model, args.data, args.method, args.keep, out, args.max_new_tokens, args.suffix,
                        args.limit, progress=not args.quiet)  # fmt: skip

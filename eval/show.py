@@ -137,8 +137,8 @@ def _reference_rows(model: str, image, prompt: str, methods: list[str], keep: in
     from adafv.select import _largest, fastervlm_positions, select
 
     reference = Reference.load(model)
-    prepared = reference.prepare(image, prompt)
-    tokens, saliency, relevance = reference.scores(prepared)  # (N, P, D), (N, P), (N*P,)
+    analysis = reference.analyse(image, prompt)  # the tower once, for every method
+    tokens, saliency, relevance = analysis.tokens, analysis.saliency, analysis.relevance  # (N, P, D), (N, P), (N*P,)
     N, P, D = tokens.shape
     side = reference.visual.patches_per_side
     keep = keep or max(1, (N * P) // 10)
@@ -147,24 +147,20 @@ def _reference_rows(model: str, image, prompt: str, methods: list[str], keep: in
     rows, kept = [], {}
     with torch.no_grad():
         for method in methods:
-            if method == "visionzip":
-                hidden, _, keys = reference.visual.hidden(prepared.pixel_values)  # (N, P, C), (N, P, E)
-                zipped = visionzip(hidden[None], saliency[None], keys[None], keep)
+            if method == "visionzip":  # merges before the projector: dominant patches and contextual tokens
+                zipped = visionzip(analysis.hidden[None], saliency[None], analysis.keys[None], keep)
                 chosen = zipped.positions[0].tolist()
-                merged = zipped.contextual[0].tolist()
-                cues = {p: "merged" if m else "saliency" for p, m in zip(chosen, merged)}
-                rows.append((f"{method}, keep {keep} of {N * P}", *paint(base, canvas, cues, side, grid[1])))
-                kept[method] = len(chosen)
-                continue
-            positions = select(method, saliency[None], relevance[None], keep, tokens=tokens.reshape(1, N * P, D))[0]
-            chosen = positions.tolist()
-            if method == "adafv":
-                by_relevance = set(_largest(relevance[None].float(), keep)[1][0].tolist())
-                by_saliency = set(fastervlm_positions(saliency[None], relevance[None], keep)[0].tolist())
-                cues = {p: "both" if p in by_relevance and p in by_saliency else
-                        "relevance" if p in by_relevance else "saliency" for p in chosen}  # fmt: skip
+                cues = {p: "merged" if m else "saliency" for p, m in zip(chosen, zipped.contextual[0].tolist())}
             else:
-                cues = {p: {"fastervlm": "saliency", "text": "relevance"}.get(method, "kept") for p in chosen}
+                chosen = select(method, saliency[None], relevance[None], keep, tokens=tokens.reshape(1, N * P, D))[0]
+                chosen = chosen.tolist()
+                if method == "adafv":
+                    by_relevance = set(_largest(relevance[None].float(), keep)[1][0].tolist())
+                    by_saliency = set(fastervlm_positions(saliency[None], relevance[None], keep)[0].tolist())
+                    cues = {p: "both" if p in by_relevance and p in by_saliency else
+                            "relevance" if p in by_relevance else "saliency" for p in chosen}  # fmt: skip
+                else:
+                    cues = {p: {"fastervlm": "saliency", "text": "relevance"}.get(method, "kept") for p in chosen}
             rows.append((f"{method}, keep {keep} of {N * P}", *paint(base, canvas, cues, side, grid[1])))
             kept[method] = len(chosen)
     legend = ["saliency", "relevance", "both", *(["merged"] if "visionzip" in methods else []), "kept"]

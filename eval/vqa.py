@@ -114,24 +114,27 @@ def metrics(items: list[dict], predictions: dict) -> dict[str, Any]:
     return out
 
 
-MODE_OPTIONS, LAYOUT_OPTIONS = ("exact", "paper"), ("rows", "compact")
-
-
 def parse_method(spec: str) -> tuple[str, dict[str, str]]:
-    """`adafv:paper:compact` -> ("adafv", {"mode": "paper", "layout": "compact"}): a method and its options."""
-    from adafv.config import METHODS
+    """`adafv:paper:compact` -> ("adafv", {"mode": "paper", "layout": "compact"}): a method and its options (a mode
+    only for adafv, the one method that has two)."""
+    from adafv.config import LAYOUTS, METHODS, MODES
 
     method, *options = spec.split(":")
     if method not in METHODS:
         raise DataError(f"unknown method {method!r} in {spec!r}; choose from {', '.join(METHODS)}")
     fields: dict[str, str] = {}
     for option in options:
-        field = "mode" if option in MODE_OPTIONS else "layout" if option in LAYOUT_OPTIONS else None
+        field = "mode" if option in MODES and method == "adafv" else "layout" if option in LAYOUTS else None
         if field is None or field in fields:
-            raise DataError(f"{spec!r}: options are one mode ({', '.join(MODE_OPTIONS)}) and one layout "
-                            f"({', '.join(LAYOUT_OPTIONS)}), got {option!r}")  # fmt: skip
+            modes = f"one mode ({', '.join(MODES)}, adafv only) and " if method == "adafv" else ""
+            raise DataError(f"{spec!r}: options are {modes}one layout ({', '.join(LAYOUTS)}), got {option!r}")
         fields[field] = option
     return method, fields
+
+
+def run_name(method: str, fields: dict[str, str], keep: int | str) -> str:
+    """The one name of a (method, options, keep): options in a fixed order, so spellings of a run share its file."""
+    return ":".join([method, *(fields[f] for f in ("mode", "layout") if f in fields)]) + f"@{keep}"
 
 
 def parse_keep(text: str) -> int | str:
@@ -184,15 +187,26 @@ def evaluate(
     suffix: str | None = SUFFIX,
     limit: int | None = None,
     progress: bool = True,
+    full: bool = True,
 ) -> dict[str, Any]:
-    """Answer every question with every (method, keep) (and `full`), resumably; returns and writes the results.
-    `model`: a bundle folder, a model name or folder, or an already loaded `adafv.pipeline.Reference`."""
+    """Answer every question with every (method, keep) (and `full`, unless `full=False`), resumably; returns and
+    writes the results. `model`: a bundle folder, a model name or folder, or an already loaded
+    `adafv.pipeline.Reference`. Methods and keeps as the CLI takes them (`adafv:compact`, 64, "10%")."""
     from adafv.runtime import load_image
 
     suffix = SUFFIX if suffix is None else suffix
+    bundle = isinstance(model, (str, Path)) and (Path(model) / "manifest.json").is_file()
+    keeps = list(dict.fromkeys(parse_keep(k) for k in keeps))  # checked, "10.0%" == "10%", each once
+    specs = {}  # run name -> (method, options, keep), each run once however it was spelled
+    for m in methods:
+        for k in keeps:
+            method, fields = parse_method(m)
+            if method != "full":
+                specs.setdefault(run_name(method, fields, k), (method, fields, k))
+    if bundle and any(isinstance(k, str) for k in keeps):
+        raise DataError("a bundle answers with its own keep: shares like 10% are for models (the reference path)")
     items = load(data)[:limit]
     out.mkdir(parents=True, exist_ok=True)
-    bundle = isinstance(model, (str, Path)) and (Path(model) / "manifest.json").is_file()
     runs: list[tuple[str, Any]] = []  # (name, answer(image, question, line, analysis) -> result)
     reference = None
     if bundle:
@@ -206,12 +220,12 @@ def evaluate(
         from adafv.pipeline import Reference
 
         reference = Reference.load(model) if isinstance(model, (str, Path)) else model
-        specs = [("full", "full", {}, 1)]
-        specs += [(f"{m}@{k}", *parse_method(m), k) for m in methods for k in keeps if m != "full"]
-        for name, method, fields, keep in specs:
+        if full:
+            specs = {"full": ("full", {}, 1), **specs}
+        for name, (method, fields, keep) in specs.items():
 
             def answer(image, q, n, analysis, method=method, fields=fields, keep=keep):
-                budget = keep_for(keep, reference.num_visual_tokens(image)) if isinstance(keep, str) else keep
+                budget = keep_for(keep, analysis.saliency.numel())  # a share of this image's N*P, or a count
                 config = AdaFVConfig(keep=budget, method=method, seed=n, **fields)
                 return reference.answer(analysis, config, max_new_tokens)
 

@@ -70,7 +70,7 @@ class VisionGraph(nn.Module):
         if self.merges:  # text_embeds stays an input of the graph (unused), so every bundle is fed alike
             hidden, saliency, keys = self.visual.hidden(self.pixels(pixel_values))  # (N, P, C), (N, P), (N, P, E)
             features, positions, _ = self.zip(hidden, saliency, keys, grid_cols)  # (keep, C), (keep,)
-            return self.visual.projector(features.to(hidden.dtype)), positions  # (keep, D), (keep,)
+            return self.visual.projector(features), positions  # (keep, D), (keep,)
         tokens, saliency = self.visual(self.pixels(pixel_values))  # (N, P, D), (N, P)
         return self.select(tokens, saliency, text_embeds.to(tokens.dtype), None, grid_cols)
 

@@ -127,6 +127,8 @@ async def stream_in_thread(executor, run, request: dict):
         loop.call_soon_threadsafe(pieces.put_nowait, piece)
 
     def guarded(req):
+        if cancelled.is_set():  # the client left while the request waited: do not start it
+            return {"cancelled": True}
         try:
             return run(req, on_token)
         except _Cancelled:
@@ -413,12 +415,12 @@ def serve(bundle: str, host: str = "127.0.0.1", port: int = 8000, api_key: str |
 
     from adafv.runtime import manifest as bundle_format
 
-    name = bundle_format.read_manifest(Path(bundle))["model"]["name"]
+    manifest = bundle_format.read_manifest(Path(bundle))
+    name = manifest["model"]["name"]
     if replicas:
         from .cluster import RayBackend
 
-        target = bundle_format.read_manifest(Path(bundle))["target"]
-        backend = RayBackend(bundle, replicas, ray_address, gpu=target == "cuda")
+        backend = RayBackend(bundle, replicas, ray_address, gpu=manifest["target"] == "cuda")
     else:
         from adafv.runtime import Pipeline
 

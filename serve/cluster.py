@@ -25,7 +25,6 @@ import asyncio
 import logging
 import os
 import socket
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -38,21 +37,17 @@ APP_NAME = "adafv"
 
 class Replica:
     """One model instance in its own Ray process: a Pipeline, one request at a time (the router sends no more, and
-    a lock covers the moment a cancelled generation takes to notice)."""
+    one worker thread runs them, so a cancelled generation's last step finishes before the next request starts)."""
 
     def __init__(self, bundle: str):
         from adafv.runtime import Pipeline
 
         self.pipe = Pipeline.load(bundle, warmup=True)
         self.name = f"{socket.gethostname()}:{os.getpid()}"
-        self.lock = threading.Lock()
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="adafv-replica")
 
     def _run(self, request: dict, on_token=None) -> dict:
-        with self.lock:
-            result = run_pipeline(self.pipe, request, on_token)
-        result["replica"] = self.name
-        return result
+        return {**run_pipeline(self.pipe, request, on_token), "replica": self.name}
 
     async def answer(self, request: dict) -> dict:
         return await asyncio.get_running_loop().run_in_executor(self.worker, self._run, request)
@@ -61,10 +56,6 @@ class Replica:
         """Pieces of text, then the result dict; cancelled by Ray when the front end's client goes away."""
         async for item in stream_in_thread(self.worker, self._run, request):
             yield item
-
-    def check_health(self) -> None:  # Ray Serve calls it periodically; a replica whose pipeline is gone restarts
-        if self.pipe is None:
-            raise RuntimeError("no pipeline")
 
 
 class RayBackend:
@@ -79,7 +70,7 @@ class RayBackend:
                               "'adafv[cluster]'") from None  # fmt: skip
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         logging.getLogger("ray.serve").setLevel(logging.WARNING)
-        self.replicas, self.started_ray = replicas, not address
+        self.replicas, self.started_ray, self.deployed = replicas, not address, False
         quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
         try:
             if address:
@@ -103,6 +94,7 @@ class RayBackend:
                 max_ongoing_requests=1,
                 ray_actor_options={"num_gpus": 1} if gpu else {"num_cpus": 1},
             )
+            self.deployed = True  # from here on there is something to remove
             self.handle = serve.run(deployment.bind(str(bundle)), name=APP_NAME, route_prefix=None)
             self.streams = self.handle.options(stream=True)
         except BaseException:
@@ -130,7 +122,7 @@ class RayBackend:
         try:
             if self.started_ray:
                 serve.shutdown()
-            else:
+            elif self.deployed:  # on a cluster we joined: remove only our application
                 serve.delete(APP_NAME)
         finally:
             if self.started_ray:

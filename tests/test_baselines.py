@@ -121,6 +121,10 @@ def test_visionzip_contract():
                     assert saliency[b, n, mine].min() >= saliency[b, n, others].max()
     with pytest.raises(Exception, match="visionzip merges tokens"):
         select("visionzip", saliency.reshape(B, N, P), None, 4)
+    for keep in (N * P, N * P + 7):  # nothing to drop: every patch as it is, as every method does
+        zipped = visionzip(hidden, saliency, keys, keep)
+        assert zipped.positions.tolist() == [list(range(N * P))] * B and not zipped.contextual.any()
+        assert torch.equal(zipped.features, hidden.reshape(B, N * P, C))
 
 
 @pytest.mark.parametrize("method", ["dart", "divprune", "visionzip"])

@@ -79,7 +79,7 @@ def test_method_options_and_keep_shares():
     assert parse_method("adafv") == ("adafv", {})
     assert parse_method("adafv:paper:compact") == ("adafv", {"mode": "paper", "layout": "compact"})
     assert parse_method("visionzip:rows") == ("visionzip", {"layout": "rows"})
-    for bad in ("nope", "adafv:fast", "adafv:rows:compact", "adafv:paper:exact"):
+    for bad in ("nope", "adafv:fast", "adafv:rows:compact", "adafv:paper:exact", "fastervlm:paper"):
         with pytest.raises(DataError):
             parse_method(bad)
     assert parse_keep("64") == 64 and parse_keep("10%") == "10%" and parse_keep("12.5%") == "12.5%"
@@ -105,13 +105,19 @@ def test_eval_with_options_and_shares_records_the_kept_positions(data, tmp_path,
     rows = answers(out, "adafv:compact@25%")
     for item in load(data):
         image = load_image(item["image"])
-        total = tiny_next.num_visual_tokens(image)
-        assert total == tiny_next.prepare(image, "?").num_crops * tiny_next.visual.patches_per_crop
+        total = tiny_next.prepare(image, "?").num_crops * tiny_next.visual.patches_per_crop
         want = tiny_next.run(image, item["question"], AdaFVConfig(keep=round(total / 4), layout="compact"), 2)
         row = rows[str(item["id"])]
         assert row["kept"] == want["kept_positions"] and row["prediction"] == want["text"]
         assert row["visual_tokens"] == total and row["llm_visual_tokens"] == len(row["kept"])  # compact: no newlines
     assert all(row["llm_visual_tokens"] > len(row["kept"]) for row in answers(out, "visionzip@25%").values())  # rows
+    # one run however it is spelled: the same options in another order, the same share written otherwise
+    again = ["eval", "--model", "tiny-llava-next", "--data", str(data), "--method", "adafv:compact,adafv:compact",
+             "--keep", "25%,25.0%", "--out", str(tmp_path / "again"), "--max-new-tokens", "2", "--quiet"]  # fmt: skip
+    assert main(again) == 0
+    assert set(json.loads((tmp_path / "again" / "results.json").read_text())["runs"]) == {"full", "adafv:compact@25%"}
+    assert len(answers(tmp_path / "again", "adafv:compact@25%")) == 3
+    assert len((tmp_path / "again" / "answers" / "adafv-compact-k25pc.jsonl").read_text().splitlines()) == 3
 
 
 def test_eval_on_a_bundle(data, tmp_path, make_bundle):

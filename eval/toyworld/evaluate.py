@@ -121,8 +121,8 @@ def measure(
         data = export(Path(tmp) / "data", questions=n, start=start)
         out = Path(tmp) / "eval"
         vqa.evaluate(reference, data, list(runs.values()), list(shares.values()), out, MAX_NEW_TOKENS, suffix="",
-                     progress=progress)  # fmt: skip
-        rows = {"full": vqa.answers(out, "full")}
+                     progress=progress, full="full" in methods)  # fmt: skip
+        rows = {"full": vqa.answers(out, "full")} if "full" in methods else {}
         for method, spec in runs.items():
             for keep, share in shares.items():
                 rows[f"{method}@{keep}"] = vqa.answers(out, f"{spec}@{share}")
@@ -133,7 +133,7 @@ def measure(
     with torch.no_grad():
         for i, (scene, question) in enumerate(scenes.heldout(n, start), start=start):
             ident = str(i - start)  # the exported line's id
-            N = rows["full"][ident]["visual_tokens"] // P
+            N = next(iter(rows.values()))[ident]["visual_tokens"] // P
             record = {
                 "index": i,
                 "question": question.text,
@@ -156,8 +156,6 @@ def measure(
                 ids = reference.generate(prepared, visual, MAX_NEW_TOKENS)
                 text = reference.processor.tokenizer.decode(ids, skip_special_tokens=True)
                 record["answers"]["layout"] = text.strip()
-            else:
-                del record["answers"]["full"]
             for key, row in rows.items():
                 if key.split("@")[0].endswith(ROWS):  # image_newline tokens the rows layout added
                     record.setdefault("newlines", {})[key] = row[ident]["llm_visual_tokens"] - len(row[ident]["kept"])
