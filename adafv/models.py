@@ -98,6 +98,16 @@ def resolve(name_or_path: str | os.PathLike) -> ModelSpec:
     )
 
 
+def fingerprint(spec: ModelSpec) -> str:
+    """What the weights are, without reading them: the tiny twin's recipe, or the checkpoint folder with its files'
+    names, sizes and mtimes (a build key, an eval run's identity)."""
+    source = Path(spec.source)
+    if spec.is_tiny or not source.is_dir():
+        return spec.source
+    files = sorted((p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in source.iterdir() if p.is_file())
+    return json.dumps([str(source), files])
+
+
 @dataclasses.dataclass(frozen=True)
 class Arch:
     """What adafv needs to know about a VLM architecture."""

@@ -58,6 +58,11 @@ def check_prompt(prompt: Any) -> str:
         raise InputError(f"the prompt must be a string, got {type(prompt).__name__}")
     if not prompt.strip():
         raise InputError("the prompt is empty: ask a question about the image")
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InputError(f"the prompt is not valid text: character {e.start} is a lone surrogate "
+                         f"({prompt[e.start]!r}); is it UTF-8?") from None  # fmt: skip
     return prompt
 
 

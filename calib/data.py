@@ -1,9 +1,15 @@
 """Calibration data as the vision graph sees it: images and questions turned into feed dicts through the runtime's
 own preprocessing (uint8 crops, grid) and the bundle's chat template and embedding table, exactly as at inference.
 
-Sources: a folder of images (each asked "What is in the picture?"), a JSONL of `{"image", "question"}` (paths
-relative to the file; an optional `split`), or the set shipped in `calib/data/` (24 questions: scikit-image's public
-photos and held-out toy-world scenes, split into calibration and held-out halves).
+Sources: a folder of images (each asked "What is in the picture?"; in name order the images alternate between the
+calibration and the held-out half, so one folder serves a build and its report), a JSONL of `{"image", "question"}`
+(paths relative to the file; an optional `split`, "calibration" by default, or "heldout"), or the set shipped in
+`calib/data/` (24 questions: scikit-image's public photos and held-out toy-world scenes, split into calibration and
+held-out halves).
+
+An item whose image the engine cannot take (a crop count outside its range, see --max-crops) or cannot decode is
+not dropped silently: `prepared` returns it with its reason, the report lists and counts it, and a report left with
+fewer than `MIN_ITEMS` items fails.
 
 `load_data()` is also a Polygraphy data loader (`polygraphy run ... --data-loader-script adafv/calib/data.py`):
 it reads the bundle from $ADAFV_CALIB_BUNDLE and the data from $ADAFV_CALIB_DATA (default: the shipped set).
@@ -22,6 +28,8 @@ import numpy as np
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 DEFAULT_QUESTION = "What is in the picture?"
+SPLITS = ("calibration", "heldout")
+MIN_ITEMS = 4  # a report on fewer held-out items says too little: it fails (the build with it)
 
 
 @dataclass(frozen=True)
@@ -43,19 +51,27 @@ def items(source: str | Path | None = None, split: str | None = None) -> list[It
 
     path = Path(source) if source is not None else shipped()
     if path.is_dir():
-        found = [Item(str(p), DEFAULT_QUESTION) for p in sorted(path.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
+        images = [p for p in sorted(path.iterdir()) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+        found = [Item(str(p), DEFAULT_QUESTION, SPLITS[i % 2]) for i, p in enumerate(images)]
     elif path.is_file():
         found = []
-        for n, line in enumerate(path.read_text().splitlines(), start=1):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError) as e:
+            raise ConfigError(f"{path} is not a readable UTF-8 JSONL file ({e})") from None
+        for n, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
                 image = Path(row["image"])
-                found.append(Item(str(image if image.is_absolute() else path.parent / image),
-                                  row.get("question", DEFAULT_QUESTION), row.get("split", "calibration"),
+                question = row.get("question", DEFAULT_QUESTION)
+                split = row.get("split", "calibration")
+                if not isinstance(question, str) or not question.strip() or split not in SPLITS:
+                    raise ValueError(f"question must be text and split one of {', '.join(SPLITS)}")
+                found.append(Item(str(image if image.is_absolute() else path.parent / image), question, split,
                                   row.get("answer")))  # fmt: skip
-            except (ValueError, KeyError, TypeError) as e:
+            except (ValueError, KeyError, TypeError, RecursionError) as e:
                 raise ConfigError(f"{path}:{n}: not a calibration line ({e})") from e
     else:
         raise ConfigError(f"calibration data not found: {path} (a folder of images or a JSONL file)")
@@ -66,22 +82,33 @@ def items(source: str | Path | None = None, split: str | None = None) -> list[It
     return found
 
 
-def feeds(pipe, chosen: list[Item]) -> Iterator[dict[str, np.ndarray]]:
-    """Feed dicts of the bundle's vision graph, one per item (the runtime's preprocessing and embeddings)."""
+def prepared(pipe, chosen: list[Item]) -> tuple[list[tuple[Item, dict[str, np.ndarray]]], list[tuple[Item, str]]]:
+    """(item, feed dict) for every item the bundle's vision graph takes (the runtime's preprocessing and
+    embeddings), and (item, reason) for every other one."""
     from adafv.runtime import load_image
+    from adafv.runtime.errors import RuntimeFailure
     from adafv.runtime.preprocess import preprocess
 
     spec = pipe.manifest["preprocess"]
-    inputs = pipe.manifest["vision"]["inputs"]
     lo, hi = pipe.manifest["vision"]["crops"]
+    used, skipped = [], []
     for item in chosen:
-        pixels, grid = preprocess(load_image(item.image), spec)
+        try:
+            pixels, grid = preprocess(load_image(item.image), spec)
+            _, post = pipe.prompt_ids(item.question)
+        except RuntimeFailure as e:
+            skipped.append((item, str(e)))
+            continue
         if not lo <= pixels.shape[0] <= hi:
-            continue  # a grid the engine does not take (--max-crops)
-        _, post = pipe.prompt_ids(item.question)
-        feed = {"pixel_values": pixels, "text_embeds": np.asarray(pipe.embed(post), dtype=np.float32)}
-        if "image_grid" in inputs:
-            feed["image_grid"] = np.asarray(grid, dtype=np.int64)
+            skipped.append((item, f"{pixels.shape[0]} crops; the engine takes {lo}..{hi} (--max-crops)"))
+            continue
+        used.append((item, pipe.vision_feeds(pixels, pipe.embed(post), grid, dtype=np.float32)))
+    return used, skipped
+
+
+def feeds(pipe, chosen: list[Item]) -> Iterator[dict[str, np.ndarray]]:
+    """Feed dicts of the bundle's vision graph, one per item it takes (see `prepared` for the others)."""
+    for _, feed in prepared(pipe, chosen)[0]:
         yield feed
 
 

@@ -91,15 +91,16 @@ def cmd_run(args) -> int:
     require("torch", f"running {args.model} through the PyTorch reference path (not a bundle)")
     from adafv.pipeline import Reference
 
-    if args.keep is None and args.method != "full":
+    method = args.method or "adafv"
+    if args.keep is None and method != "full":
         raise ConfigError("--keep is required (the number of visual tokens to keep), unless --method full")
     config = AdaFVConfig(
         keep=args.keep if args.keep is not None else 1,
-        method=args.method,
-        mode=args.mode,
+        method=method,
+        mode=args.mode or "exact",
         legacy_offset=args.legacy_offset,
         seed=args.seed,
-        layout=args.layout,
+        layout=args.layout or "rows",
     )
     reference = Reference.load(args.model, dtype=args.dtype)
     result = reference.run(image, args.prompt, config, max_new_tokens=args.max_new_tokens)
@@ -110,7 +111,19 @@ def cmd_run(args) -> int:
 def _run_bundle(args, image) -> int:
     """The torch-free path: never imports torch or transformers."""
     from adafv.runtime import Pipeline
+    from adafv.runtime import manifest as bundle_format
+    from adafv.runtime.errors import BundleError
 
+    built = bundle_format.read_manifest(Path(args.model))
+    asked = {"--method": (args.method, built["selection"]["method"]), "--mode": (args.mode, built["selection"]["mode"]),
+             "--layout": (args.layout, built.get("layout", {}).get("kind"))}  # fmt: skip
+    for flag, (want, have) in asked.items():
+        if want is not None and want != have:
+            raise BundleError(f"{args.model} was built with {flag[2:]} {have}, not {want}: {flag} applies to models "
+                              f"(build a bundle with {flag} {want})")  # fmt: skip
+    for flag, given in (("--legacy-offset", args.legacy_offset), ("--dtype", args.dtype)):
+        if given:
+            raise BundleError(f"{flag} applies to models (the PyTorch reference path), not to a bundle")
     warmup = {"auto": None, "on": True, "off": False}[args.warmup]
     pipe = Pipeline.load(args.model, keep=args.keep, engine=args.engine, warmup=warmup)
     stream = args.stream and not args.json
@@ -160,8 +173,24 @@ def cmd_bench(args) -> int:
     shapes = args.shapes or ("llava-next-7b" if args.device == "cuda" else "llava-next-1b")
     config = BenchConfig(shapes=shapes, device=args.device, repeats=args.repeats, quick=args.quick)
     out = args.out or Path("bench") / f"{config.shapes}-{config.device}"
+    _check_out_folder(out)
     print_summary(run(config, out, progress=not args.quiet), out)
     return 0
+
+
+def _check_out_folder(out: Path) -> None:
+    """A folder a command writes several files into: it may exist as a folder, or be creatable."""
+    from adafv.errors import ConfigError
+
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"--out {out}: {parent} is a file, not a folder")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise ConfigError(f"--out {out}: {parent} is not writable")
+            break
 
 
 def _csv(kind, name: str):
@@ -185,7 +214,9 @@ def cmd_eval(args) -> int:
 
     if not is_bundle(args.model):
         require("torch", f"evaluating {args.model} through the PyTorch reference path (not a bundle)")
-    out = args.out or Path("eval-results") / Path(args.data).stem  # not eval/: the package's folder in a checkout
+    from adafv.eval.vqa import default_out
+
+    out = args.out or default_out(args.model, args.data)
     results = evaluate(args.model, args.data, args.method, args.keep, out, args.max_new_tokens, args.suffix,
                        args.limit, progress=not args.quiet)  # fmt: skip
     print((out / "results.md").read_text(), end="")
@@ -196,14 +227,14 @@ def cmd_eval(args) -> int:
 def cmd_convert(args) -> int:
     from adafv.eval.vqa import convert
 
-    n = convert(args.format, args.source, args.images, args.out)
+    n = convert(args.format, args.source, args.images, args.out, force=args.force)
     print(f"{args.out}: {n} questions")
     return 0
 
 
 def cmd_calib(args) -> int:
     from adafv.calib.data import items
-    from adafv.calib.report import compare, markdown
+    from adafv.calib.report import check_reference, compare, markdown
     from adafv.runtime import Pipeline
     from adafv.runtime.errors import BundleError
 
@@ -214,7 +245,8 @@ def cmd_calib(args) -> int:
         raise BundleError(f"{args.bundle} has no reduced-precision vision graph (build it with --precision int8|fp16)")
     reference = Path(args.bundle) / files["fp32"]
     if args.reference:
-        ref = Pipeline.load(args.reference, warmup=False)
+        ref = Pipeline.load(args.reference, warmup=False, providers=["CPUExecutionProvider"])
+        check_reference(pipe, ref)
         reference = Path(args.reference) / ref.manifest["vision"]["files"]["fp32"]
     report = compare(pipe, Path(args.bundle) / reduced, reference, items(args.data, "heldout"), repeats=args.repeats)
     print(json.dumps(report, indent=2) if args.json else markdown(report, f"{reduced} vs {reference.name}"), end="")
@@ -226,6 +258,12 @@ def cmd_serve(args) -> int:
 
     from adafv.errors import ConfigError
 
+    api_key, source = args.api_key, "--api-key"
+    if api_key is None and "ADAFV_API_KEY" in os.environ:
+        api_key, source = os.environ["ADAFV_API_KEY"], "ADAFV_API_KEY"
+    from adafv.serve.keys import check_api_key
+
+    check_api_key(api_key, source)
     if args.ray_address and not args.replicas:
         raise ConfigError("--ray-address places replicas on a Ray cluster: give --replicas N too")
     missing = [m for m in ("fastapi", "uvicorn") if importlib.util.find_spec(m) is None]
@@ -233,10 +271,10 @@ def cmd_serve(args) -> int:
         raise ConfigError(
             f"serving needs {', '.join(missing)}, which this environment lacks: pip install 'adafv[serve]'"
         )
-    from adafv.serve.app import serve
+    from adafv.serve.app import MAX_IMAGE_PIXELS, serve
 
-    serve(args.bundle, args.host, args.port, args.api_key, args.max_queue, args.max_tokens, args.allow_local_files,
-          args.replicas, args.ray_address)
+    serve(args.bundle, args.host, args.port, api_key, args.max_queue, args.max_tokens, args.allow_local_files,
+          args.replicas, args.ray_address, args.max_image_pixels or MAX_IMAGE_PIXELS)
     return 0
 
 
@@ -251,7 +289,7 @@ def cmd_show(args) -> int:
             from adafv.errors import ConfigError
 
             raise ConfigError(f"unknown method {', '.join(bad)}; choose from {', '.join(METHODS)}")
-    kept = show(args.model, args.image, args.prompt, args.out, args.methods, args.keep)
+    kept = show(args.model, args.image, args.prompt, args.out, args.methods, args.keep, force=args.force)
     print(f"{args.out}: " + ", ".join(f"{m} kept {k}" for m, k in kept.items()))
     return 0
 
@@ -316,6 +354,8 @@ NON_NEGATIVE = _checked(int, "non_negative", lambda v: v >= 0, "must be an integ
 TEMPERATURE = _checked(float, "temperature", lambda v: 0 <= v < 1e6, "must be a number >= 0 (0 = greedy)")
 TOP_P = _checked(float, "top_p", lambda v: 0 < v <= 1, "must be a number in (0, 1]")
 MAX_TEXT = _checked(int, "max_text", lambda v: 1 <= v <= 8192, "must be an integer in 1..8192")
+PORT = _checked(int, "port", lambda v: 1 <= v <= 65535, "must be a port number in 1..65535")
+PIXELS = _checked(int, "pixels", lambda v: 1 <= v <= 256_000_000, "must be a pixel count in 1..256000000")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -328,13 +368,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--image", required=True, help="image file")
     run.add_argument("--prompt", required=True, help="the question")
     run.add_argument("--keep", type=POSITIVE, help="visual tokens to keep (a bundle has its own)")
-    run.add_argument("--method", default="adafv", choices=list(METHODS))
-    run.add_argument("--mode", default="exact", choices=["exact", "paper"])
+    run.add_argument("--method", default=None, choices=list(METHODS), help="models: default adafv (bundles: their own)")
+    run.add_argument("--mode", default=None, choices=["exact", "paper"], help="models: default exact")
     run.add_argument(
         "--layout",
-        default="rows",
+        default=None,
         choices=["rows", "compact"],
-        help="kept tokens in grid rows with the model's image_newline (default), or compact",
+        help="models: kept tokens in grid rows with the model's image_newline (default), or compact",
     )
     run.add_argument("--legacy-offset", action="store_true", help="paper mode: reproduce the released code's defect")
     run.add_argument("--seed", type=NON_NEGATIVE, default=0, help="seed of the random baseline / of sampling")
@@ -411,7 +451,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="e.g. adafv,fastervlm,dart; options after colons: adafv:paper, fastervlm:compact")
     ev.add_argument("--keep", type=_csv(_keep, "keeps (counts, or shares like 10%)"), default=[64],
                     help="counts (64,144,288) or shares of each image's visual tokens (50%%,10%%)")
-    ev.add_argument("--out", type=Path, help="results and resumable answers (default eval-results/<data name>)")
+    ev.add_argument("--out", type=Path,
+                    help="a folder: results and resumable answers (default eval-results/<data name>/<model name>)")
     ev.add_argument("--max-new-tokens", type=POSITIVE, default=16)
     ev.add_argument("--suffix", default=None, help="appended to each question (default: LLaVA's single-word prompt)")
     ev.add_argument("--limit", type=POSITIVE, help="only the first N questions")
@@ -422,7 +463,8 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("format", choices=["gqa", "pope", "textvqa"])
     conv.add_argument("source", type=Path, help="testdev_balanced_questions.json | a POPE .json(l) | TextVQA val")
     conv.add_argument("--images", required=True, type=Path, help="the folder holding the benchmark's images")
-    conv.add_argument("--out", required=True, type=Path)
+    conv.add_argument("--out", required=True, type=Path, help="a new .jsonl file (an existing one only with --force)")
+    conv.add_argument("--force", action="store_true", help="replace an existing --out (never the source)")
     conv.set_defaults(func=cmd_convert)
 
     calib = sub.add_parser("calib", help="reduced-precision vision graphs: the report that they keep the same tokens")
@@ -438,8 +480,11 @@ def build_parser() -> argparse.ArgumentParser:
     srv = sub.add_parser("serve", help="an OpenAI-compatible HTTP server over a bundle (loopback by default)")
     srv.add_argument("bundle")
     srv.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to listen on every interface")
-    srv.add_argument("--port", type=POSITIVE, default=8000)
-    srv.add_argument("--api-key", default=os.environ.get("ADAFV_API_KEY"), help="require Authorization: Bearer KEY")
+    srv.add_argument("--port", type=PORT, default=8000)
+    srv.add_argument("--max-image-pixels", type=PIXELS, default=None,
+                     help="the largest image a request may send, width x height (default 4096x4096 = 16.8 M)")
+    srv.add_argument("--api-key", default=None,
+                     help="require Authorization: Bearer KEY on /v1/* (default: $ADAFV_API_KEY; empty is refused)")
     srv.add_argument("--max-queue", type=POSITIVE, default=None,
                      help="requests admitted at once (running + waiting); default 8 per replica")
     srv.add_argument("--max-tokens", type=POSITIVE, default=512, help="the largest max_tokens a request may ask")
@@ -453,7 +498,9 @@ def build_parser() -> argparse.ArgumentParser:
     sh.add_argument("model", help="bundle directory, registered name or checkpoint directory")
     sh.add_argument("--image", required=True)
     sh.add_argument("--prompt", required=True)
-    sh.add_argument("--out", type=Path, default=Path("kept.png"))
+    sh.add_argument("--out", type=Path, default=Path("kept.png"),
+                    help="a .png or .jpg (default kept.png); an existing file only if show wrote it, or with --force")
+    sh.add_argument("--force", action="store_true", help="replace --out even if show did not write it")
     sh.add_argument("--methods", type=_csv(str, "methods"), default=["adafv"], help="models only: e.g. adafv,fastervlm")
     sh.add_argument("--keep", type=POSITIVE, help="models only (default: a tenth of the visual tokens)")
     sh.set_defaults(func=cmd_show)
@@ -512,6 +559,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # a build cleans up on its way out (its partial folder, the LLM builder)
         print("adafv: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `adafv run ... --stream | head -c 1`: the reader left; end quietly, as Unix tools do
+        _silence_stdout()
+        return 141  # 128 + SIGPIPE, what the shell reports for a tool the signal ended
+
+
+def _silence_stdout() -> None:
+    """After a broken pipe: point stdout at /dev/null, so the interpreter's final flush does not complain."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def _version() -> str:

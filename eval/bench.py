@@ -38,6 +38,7 @@ import numpy as np
 
 PROMPT = "What is in the picture?"
 SIZES = [(672, 672), (1280, 720), (1920, 1080)]  # (width, height) of the preprocessing inputs
+CHECKS = ("lint", "polygraphy", "prepare parity", "parity", "verify", "report")  # build steps that prove, not make
 KEEPS = {"tiny": (16, 64, 144), "llava-next-1b": (64, 144, 288, 720), "llava-next-7b": (64, 144, 288, 720)}
 
 
@@ -87,16 +88,15 @@ def _median(samples: list[float]) -> float:
 
 
 def machine() -> dict[str, Any]:
+    """The machine a figure belongs to: the CPU with its family, model and the instruction sets ONNX Runtime's
+    kernels use (adafv.runtime.cpu), Python and the packages' versions."""
     import os
 
-    info = {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count()}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                info["cpu"] = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from adafv.runtime.cpu import cpu, describe
+
+    facts = cpu()
+    info = {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
+            "cpu": describe(facts), "cpu_facts": facts}  # fmt: skip
     for dist in ("adafv", "torch", "transformers", "onnxruntime", "onnxruntime-gpu", "onnxruntime-genai",
                  "onnxruntime-genai-cuda", "numpy", "pillow"):  # fmt: skip
         try:
@@ -139,7 +139,14 @@ def run(config: BenchConfig, out_dir: Path, progress: bool = True) -> dict[str, 
     say(f"model: {config.shapes} ({model})")
     keep = min(config.keeps)
     target = config.device
-    precision = "fp16" if config.device == "cuda" else "int8"  # the graph each device runs best; fp32 measured too
+    from adafv.runtime.cpu import int8_pays
+
+    pays, why = int8_pays(report["machine"]["cpu_facts"])
+    # the graph each device runs best (fp32 is measured beside it): fp16 on a GPU; on a CPU int8 only where integer
+    # dot products make it pay; elsewhere its build (calibration, report) would cost minutes for nothing
+    precision = "fp16" if config.device == "cuda" else "int8" if pays else "fp32"
+    report["precision"] = {"vision": precision, "int8_pays_here": pays, "why": why}
+    say(f"vision graph: {precision}" + ("" if config.device == "cuda" else f" ({why})"))
     engine = EngineConfig(model, AdaFVConfig(keep=keep), precision=precision, target=target, max_probes=2)
     name = f"{config.shapes}-k{keep}-{precision}-{target}"
     bundle_dir = cache_dir() / "bundles" / f"{name}-{build_key(engine, resolve(model))}"
@@ -147,7 +154,14 @@ def run(config: BenchConfig, out_dir: Path, progress: bool = True) -> dict[str, 
         if stale != bundle_dir:
             shutil.rmtree(stale, ignore_errors=True)
     say(f"bundle: {bundle_dir} (built once, then reused)")
-    bundle = build(engine, out=bundle_dir, progress=progress).path
+    built = build(engine, out=bundle_dir, progress=progress)
+    bundle = built.path
+    steps = built.manifest.get("timings_s", {})
+    total = sum(steps.values())
+    proving = sum(v for k, v in steps.items() if k.startswith(CHECKS))
+    report["build"] = {"steps_s": steps, "seconds": round(total, 1), "reused": built.reused,
+                       "report_s": sum(v for k, v in steps.items() if k.startswith("report")),
+                       "checks_share": round(proving / total, 3) if total else None}  # fmt: skip
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if config.device == "cuda" else None
     pipe = Pipeline.load(bundle, providers=providers, warmup=True)
     report["bundle"] = {"path": str(bundle), "warmup_ms": pipe.warmup_ms, "providers": pipe.session_providers}
@@ -359,7 +373,7 @@ def markdown(r: dict[str, Any]) -> str:
     lines = [
         f"# adafv bench: {c['shapes']} on {c['device']}",
         "",
-        f"Machine: {m.get('cpu', m['machine'])}, {m['cpus']} CPUs; Python {m['python']}, torch {m.get('torch')}, "
+        f"Machine: {m.get('cpu', m['machine'])}; Python {m['python']}, torch {m.get('torch')}, "
         f"onnxruntime {m.get('onnxruntime') or m.get('onnxruntime-gpu')}. Medians of {c['repeats']} repeats "
         f"({c['heavy_repeats']} for transformers and the eager path). {r['seconds']:.0f} s in all.",
         "",
@@ -396,8 +410,9 @@ def markdown(r: dict[str, Any]) -> str:
     lines += [
         f"| vision + selection | peers: eager attentions in every layer, selection in Python | "
         f"{v['peers_eager_attentions_ms']:.0f} | the bundle's fp32 graph | {v['fp32_graph_ms']:.0f} |",
-        f"| vision + selection, reduced precision | the fp32 graph | {v['fp32_graph_ms']:.0f} | {v['graph']} "
-        f"(what the runtime runs here) | {v['adafv_graph_ms']:.0f} |",
+        *([f"| vision + selection, reduced precision | the fp32 graph | {v['fp32_graph_ms']:.0f} | {v['graph']} "
+           f"(what the runtime runs here) | {v['adafv_graph_ms']:.0f} |"]
+          if r.get("precision", {}).get("vision") != "fp32" else []),  # fmt: skip
         f"| the selection inside the graph | fp32 graph without selection | {v['without_selection_ms']:.0f} | "
         f"with selection | {v['fp32_graph_ms']:.0f} |",
         "",
@@ -417,8 +432,24 @@ def markdown(r: dict[str, Any]) -> str:
             "of the fp32 graph's."
         ),
         "",
-        f"Reproduce: `adafv bench --shapes {c['shapes']} --device {c['device']} --repeats {c['repeats']}`",
     ]
+    b = r.get("build")
+    if b:
+        prec = r.get("precision", {})
+        lines += [
+            f"## The build ({b['seconds']:.0f} s{', reused from the cache' if b['reused'] else ''}; checks "
+            f"{b['checks_share']:.0%} of it, the precision report {b['report_s'] / b['seconds']:.0%})"
+            if b["seconds"] else "## The build",
+            "",
+            f"Vision graph measured as what the runtime runs: {prec.get('vision')}"
+            + (f" ({prec['why']})" if c["device"] == "cpu" and prec.get("why") else "") + ".",
+            "",
+            "| step | s |",
+            "|---|---|",
+            *[f"| {k} | {v:.1f} |" for k, v in b["steps_s"].items()],
+            "",
+        ]
+    lines.append(f"Reproduce: `adafv bench --shapes {c['shapes']} --device {c['device']} --repeats {c['repeats']}`")
     return "\n".join(lines) + "\n"
 
 

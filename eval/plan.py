@@ -83,7 +83,16 @@ def plan(bundle: str | Path, device: str, context: int | None = None, crops: int
     files = m["vision"]["files"]
     vision_file = files.get("fp16", files["fp32"]) if d.gpu else files.get("int8", files["fp32"])
     llm = m["llm"]
-    crops = crops or m["vision"]["crops"][1]
+    lo, hi = m["vision"]["crops"]
+    if crops is not None and not lo <= crops <= hi:
+        from adafv.errors import ConfigError
+
+        raise ConfigError(f"--crops {crops}: this bundle's engine takes {lo}..{hi} crops per image")
+    if context is not None and context > llm["max_length"]:
+        from adafv.errors import ConfigError
+
+        raise ConfigError(f"--context {context}: this bundle's LLM holds at most {llm['max_length']} tokens")
+    crops = crops or hi
     context = context or (len(m["prompt"]["before"]) // 4 + m["selection"]["keep"] + 64 + 256)
     side = int(round(m["vision"]["patches_per_crop"] ** 0.5))
     tokens = side * side + 1  # per crop, with [CLS]

@@ -97,11 +97,53 @@ def sheet(rows: list[tuple[str, object, object]], legend: list[str]):
     return img
 
 
-def show(model: str, image_path: str, prompt: str, out: Path, methods: list[str], keep: int | None) -> dict:
-    """Draw the sheet; returns {method: number of kept tokens}."""
+MARK = "adafv show"  # the sheet's metadata (PNG Software text, JPEG comment): a file show may replace
+SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def check_out(out: Path, image_path, force: bool = False) -> Path:
+    """`--out` before any work: a .png/.jpg file, not the input photo, not a file show did not write (unless
+    `force`)."""
+    from .outputs import check_output
+
+    return check_output(out, command="adafv show", inputs=[image_path], suffixes=SUFFIXES, ours=is_sheet, force=force)
+
+
+def is_sheet(path: Path) -> bool:
+    """Whether `path` is a sheet `adafv show` wrote (its mark in the metadata)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        comment = im.info.get("comment", b"")
+        comment = comment.decode("utf-8", "replace") if isinstance(comment, bytes) else str(comment)
+        return im.info.get("Software") == MARK or comment == MARK
+
+
+def save_sheet(image, out: Path) -> None:
+    """Write the sheet with its mark, atomically."""
+    from PIL.PngImagePlugin import PngInfo
+
+    from .outputs import write_atomic
+
+    def write(tmp: Path) -> None:
+        if out.suffix.lower() == ".png":
+            info = PngInfo()
+            info.add_text("Software", MARK)
+            image.save(tmp, format="PNG", pnginfo=info)
+        else:
+            image.save(tmp, format="JPEG", quality=92, comment=MARK)
+
+    write_atomic(out, write)
+
+
+def show(model: str, image_path: str, prompt: str, out: Path, methods: list[str], keep: int | None,
+         force: bool = False) -> dict:  # fmt: skip
+    """Draw the sheet; returns {method: number of kept tokens}. `out` follows eval.outputs' rule: never the input,
+    never a file show did not write unless `force`."""
     from adafv.runtime import load_image
     from adafv.runtime.preprocess import preprocess
 
+    out = check_out(Path(out), image_path, force)
     image = load_image(image_path)
     rows, kept = [], {}
     if (Path(model) / "manifest.json").is_file():
@@ -122,8 +164,7 @@ def show(model: str, image_path: str, prompt: str, out: Path, methods: list[str]
         legend = ["kept"]
     else:
         rows, kept, legend = _reference_rows(model, image, prompt, methods, keep)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    sheet(rows, legend).save(out)
+    save_sheet(sheet(rows, legend), out)
     return kept
 
 

@@ -35,7 +35,7 @@ import numpy as np
 import adafv
 from adafv.config import AdaFVConfig
 from adafv.errors import ConfigError
-from adafv.models import LoadedModel, ModelSpec, load, peek, resolve
+from adafv.models import LoadedModel, ModelSpec, fingerprint, load, peek, resolve
 from adafv.runtime import manifest as bundle_format
 from adafv.runtime.errors import BundleError
 from adafv.runtime.providers import TARGET_PROVIDERS, TARGETS
@@ -130,21 +130,12 @@ def _tool_versions() -> dict[str, str]:
     return versions
 
 
-def _source_fingerprint(spec: ModelSpec) -> str:
-    """What the weights are: the tiny twin's recipe, or the checkpoint's files (names, sizes, mtimes)."""
-    source = Path(spec.source)
-    if spec.is_tiny or not source.is_dir():
-        return spec.source
-    files = sorted((p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in source.iterdir() if p.is_file())
-    return json.dumps([str(source), files])
-
-
 def build_key(config: EngineConfig, spec: ModelSpec) -> str:
     """Equal keys mean an existing bundle can be reused as is (computed without loading any weights)."""
     payload = {
         "format": bundle_format.FORMAT_VERSION,
         "config": config.to_dict(),
-        "source": _source_fingerprint(spec),
+        "source": fingerprint(spec),
         "tools": _tool_versions(),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
@@ -480,6 +471,12 @@ def _reduced_precision(config: EngineConfig, root: Path, manifest: dict, steps: 
                 raise LintError("vision.int8.onnx is not TensorRT-ready:\n  " + "\n  ".join(lint.problems))
         _session(int8)  # loads in ONNX Runtime, or a one-line BuildError
         files["int8"] = int8.name
+        if config.target == "cpu":  # whether this machine's CPU can make INT8 pay (the bundle may run elsewhere)
+            from adafv.runtime.cpu import cpu, describe, int8_pays
+
+            here = cpu()
+            pays, why = int8_pays(here)
+            facts["built_on"] = {"cpu": describe(here), "int8_pays": pays, "why": why}
         manifest["vision"]["int8"] = facts
     heldout = items(config.calib_data, "heldout")
     report = steps.run(f"report: {config.precision} vs fp32 on the held-out half", compare, pipe,
@@ -491,7 +488,7 @@ def _reduced_precision(config: EngineConfig, root: Path, manifest: dict, steps: 
             "calibrate on data closer to yours (--calib-data) or accept it with --allow-degraded"
         )
     manifest["calibration"] = {"precision": config.precision, "mean": report["mean"], "images": report["images"],
-                               "data": config.calib_data or "shipped"}  # fmt: skip
+                               "skipped": report["skipped"], "data": config.calib_data or "shipped"}  # fmt: skip
     manifest = {k: v for k, v in manifest.items() if k != bundle_format.DIGEST}
     manifest["files"] = bundle_format.file_table(root)
     return bundle_format.write_manifest(root, manifest)
@@ -587,3 +584,14 @@ def _summary(console, result: BuildResult) -> None:
         f"tokens max |diff| {p['max_token_abs_diff']:.2g}"
     )
     console.print(f"TensorRT: {m['vision']['tensorrt']}")
+    built_on = m["vision"].get("int8", {}).get("built_on")
+    if built_on:
+        verdict = {True: "INT8 should pay on this CPU", False: "INT8 will not pay on this CPU",
+                   None: "INT8 on this CPU: unknown"}[built_on["int8_pays"]]  # fmt: skip
+        console.print(f"{verdict} ({built_on['cpu']}): {built_on['why']}")
+    times = m.get("timings_s", {})
+    if times:
+        total = sum(times.values())
+        slowest = sorted(times.items(), key=lambda kv: -kv[1])[:3]
+        console.print("steps: " + ", ".join(f"{k} {v:.0f} s" for k, v in slowest) + f" of {total:.0f} s in all "
+                      "(every step's seconds: manifest.json timings_s)")  # fmt: skip

@@ -167,6 +167,8 @@ def verify_decoder(model, root: Path, llm: dict, table: np.ndarray, prompts: lis
         try:
             got = decoder.generate(embeds, table, set(), steps, Sampler(), on_logits=logits.append).tokens
         except RuntimeFailure as e:
+            if not all(np.isfinite(x.astype(np.float32)).all() for x in logits):
+                raise LLMExportError("the decoder returns NaN or infinite logits in ONNX Runtime") from e
             raise LLMExportError(f"the decoder does not run in ONNX Runtime: {e}") from e
         if not all(np.isfinite(x.astype(np.float32)).all() for x in logits):
             raise LLMExportError("the decoder returns NaN or infinite logits in ONNX Runtime")

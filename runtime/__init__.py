@@ -4,5 +4,7 @@
 from .errors import BundleError, ImageError, PromptError, RuntimeFailure
 from .images import load_image, load_image_bytes
 from .pipeline import Pipeline
+from .preprocess import PreparedImage
 
-__all__ = ["BundleError", "ImageError", "Pipeline", "PromptError", "RuntimeFailure", "load_image", "load_image_bytes"]
+__all__ = ["BundleError", "ImageError", "Pipeline", "PreparedImage", "PromptError", "RuntimeFailure", "load_image",
+           "load_image_bytes"]  # fmt: skip

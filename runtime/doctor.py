@@ -1,6 +1,7 @@
 """`adafv doctor`: what this environment can run, and for a bundle, what it would run on and why. Torch-free.
 
-Reports the ONNX Runtime package(s) and version, the providers the build lists and those that really work (a GPU
+Reports the CPU (model, family, the instruction sets ONNX Runtime's kernels use, and whether INT8 vision pays on it),
+the ONNX Runtime package(s) and version, the providers the build lists and those that really work (a GPU
 answers, its libraries load), what `onnxruntime.preload_dlls()` said, the onnxruntime-genai flavour, TensorRT's
 version and the GPU's compute capability where there are any, and for a bundle: its target, which vision engine and
 which providers each session would use, and the one-line warning a mismatch gets.
@@ -18,13 +19,17 @@ from .providers import GENAI_PACKAGES, ORT_PACKAGES, installed
 
 def report(bundle: str | Path | None = None) -> dict[str, Any]:
     """Everything `adafv doctor` prints, as a JSON-ready dict."""
+    from .cpu import cpu, describe, int8_pays
     from .errors import RuntimeFailure
     from .providers import PROBE_LOG, OnnxRuntimeMissing, ort, preload_cuda, probe, working_providers
 
+    facts = cpu()
+    pays, why = int8_pays(facts)
     out: dict[str, Any] = {
         "python": platform.python_version(),
         "machine": platform.machine(),
         "platform": sys.platform,
+        "cpu": {**facts, "summary": describe(facts), "int8_pays": pays, "int8_why": why},
     }
     packages = installed(ORT_PACKAGES)
     ort_info: dict[str, Any] = {"packages": packages}
@@ -109,6 +114,10 @@ def format_report(r: dict[str, Any]) -> str:
     """The report as aligned lines for a terminal."""
     o = r["onnxruntime"]
     lines = [f"python        {r['python']} ({r['platform']}, {r['machine']})"]
+    c = r["cpu"]
+    lines.append(f"cpu           {c['summary']}")
+    verdict = {True: "pays", False: "does not pay", None: "unknown"}[c["int8_pays"]]
+    lines.append(f"  INT8        {verdict}: {c['int8_why']}")
     pkgs = ", ".join(f"{k} {v}" for k, v in o["packages"].items()) or "none installed"
     lines.append(f"onnxruntime   {pkgs}" + (" (GPU build)" if o.get("gpu_build") else ""))
     if "available_providers" in o:

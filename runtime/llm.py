@@ -66,10 +66,14 @@ class Sampler:
         self.rng = np.random.default_rng(seed)
 
     def __call__(self, logits: np.ndarray) -> int:
+        if not np.isfinite(logits).all():
+            raise EngineError("the decoder produced non-finite logits (NaN or inf): the bundle's LLM is broken")
         if self.temperature == 0:
             return int(np.argmax(logits))
-        z = logits.astype(np.float64) / self.temperature
-        p = np.exp(z - z.max())
+        z = logits.astype(np.float64)
+        with np.errstate(over="ignore", under="ignore", divide="ignore"):
+            z = (z - z.max()) / self.temperature  # <= 0 and never NaN: a tiny temperature tends to greedy
+        p = np.exp(z)
         p /= p.sum()
         if self.top_p < 1:
             order = np.argsort(-p, kind="stable")
@@ -119,10 +123,11 @@ class Decoder:
         eos_ids: set[int],
         max_new_tokens: int,
         sampler: Sampler,
-        on_token: Callable[[int], None] | None = None,
+        on_token: Callable[[int], bool | None] | None = None,
         on_logits: Callable[[np.ndarray], None] | None = None,
     ) -> Generation:
-        """embeds (L, D), any float dtype: the whole prompt. Returns the new token ids (EOS excluded).
+        """embeds (L, D), any float dtype: the whole prompt. Returns the new token ids (EOS excluded). `on_token`
+        sees each new token; returning True ends the generation there (a stop sequence: `stopped` = "stop").
         `on_logits` sees each step's logits (V,) before sampling (the build's check of the decoder uses it)."""
         import onnxruntime as ort
 
@@ -175,8 +180,9 @@ class Decoder:
                 stopped = "eos"
                 break
             tokens.append(token)
-            if on_token is not None:
-                on_token(token)
+            if on_token is not None and on_token(token):
+                stopped = "stop"
+                break
             row = np.asarray(embed_table[token], dtype=self.embeds_dtype)[None, None]  # (1, 1, D)
             binding.bind_cpu_input("inputs_embeds", row)
         end = time.perf_counter()

@@ -145,7 +145,63 @@ def read_manifest(root: str | Path) -> dict[str, Any]:
             value = value.get(key) if isinstance(value, dict) else None
         if not isinstance(value, kind) or isinstance(value, bool):
             raise BundleError(f"{path}: the field {dotted} is missing or not a {kind.__name__}")
+    _check_structure(path, manifest)
     return manifest
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_structure(path: Path, m: dict[str, Any]) -> None:
+    """What the field types alone do not say: the file table's entries, the crop range, the token ids. A manifest
+    re-signed with other values is refused here in one line, never an AttributeError later."""
+    files = m["files"]
+    if not isinstance(files, dict) or not files:
+        raise BundleError(f"{path}: the field files must list the bundle's files (an object of path -> size, sha256)")
+    for rel, meta in files.items():
+        if (not isinstance(rel, str) or rel.startswith("/") or ".." in Path(rel).parts or not isinstance(meta, dict)
+                or not _is_int(meta.get("size")) or meta["size"] < 0 or not isinstance(meta.get("sha256"), str)):
+            raise BundleError(f"{path}: files[{rel!r:.60}] is not a relative path with its size and sha256")
+    crops = m["vision"]["crops"]
+    if len(crops) != 2 or not all(_is_int(c) for c in crops) or not 1 <= crops[0] <= crops[1]:
+        raise BundleError(f"{path}: vision.crops must be [lowest, highest] crop counts, got {crops!r:.60}")
+    eos = m["tokenizer"]["eos_token_ids"]
+    if not all(_is_int(t) and t >= 0 for t in eos):
+        raise BundleError(f"{path}: tokenizer.eos_token_ids must be token ids, got {eos!r:.60}")
+    for dotted in ("selection.keep", "vision.max_text", "vision.patches_per_crop", "vision.hidden_size",
+                   "llm.num_layers", "llm.num_kv_heads", "llm.head_size", "llm.max_length"):  # fmt: skip
+        section, key = dotted.split(".")
+        if m[section][key] < 1:
+            raise BundleError(f"{path}: {dotted} must be positive, got {m[section][key]}")
+    for dotted in ("vision.files.fp32", "embed.file", "tokenizer.dir", "llm.dir", "llm.file"):
+        section, *keys = dotted.split(".")
+        value = m[section]
+        for key in keys:
+            value = value[key]
+        if Path(value).is_absolute() or ".." in Path(value).parts:
+            raise BundleError(f"{path}: {dotted} must name a file inside the bundle, got {value!r:.60}")
+
+
+def snapshot(root: Path, manifest: dict[str, Any]) -> dict[str, tuple[int, int, int]]:
+    """(inode, size, mtime in ns) of every listed file: what `changed_since` compares with."""
+    out = {}
+    for rel in manifest["files"]:
+        st = (root / rel).stat()
+        out[rel] = (st.st_ino, st.st_size, st.st_mtime_ns)
+    return out
+
+
+def changed_since(root: Path, before: dict[str, tuple[int, int, int]]) -> str | None:
+    """The first listed file replaced, rewritten or removed since `snapshot`, or None."""
+    for rel, facts in before.items():
+        try:
+            st = (root / rel).stat()
+        except OSError:
+            return rel
+        if (st.st_ino, st.st_size, st.st_mtime_ns) != facts:
+            return rel
+    return None
 
 
 def verify_files(root: Path, manifest: dict[str, Any], hashes: bool = True) -> None:

@@ -25,7 +25,7 @@ import numpy as np
 from . import manifest as bundle_format
 from .errors import BundleError, EngineError, ImageError, OptionError, PromptError, first_line
 from .llm import Decoder, Sampler, session_dtype
-from .preprocess import preprocess
+from .preprocess import PreparedImage, prepare, preprocess
 from .providers import GPU_PROVIDERS, best_providers, target_mismatch
 
 ENGINES = ("auto", "onnxruntime", "tensorrt")
@@ -51,6 +51,7 @@ class Pipeline:
         self._tokenizer = None
         self._embed = None
         self._newline = None
+        self._files: dict | None = None
 
     @classmethod
     def load(
@@ -78,10 +79,12 @@ class Pipeline:
         if keep is not None and keep != built_keep:
             raise BundleError(f"{root} was built for keep={built_keep}, not keep={keep}: build one with that keep")
         bundle_format.verify_files(root, m, hashes=verify)
+        files = bundle_format.snapshot(root, m)  # what was verified: a file changed later is refused, not used
         plan = _matching_plan(root, m, required=engine == "tensorrt")
         chosen = "tensorrt" if plan is not None and engine != "onnxruntime" else "onnxruntime"
         pipe = cls(root, m, list(providers) if providers else best_providers(), chosen)
         pipe._plan = plan
+        pipe._files = files
         decoder_provider = decoder_providers(pipe.providers)[0]
         mismatch = target_mismatch(m["target"], decoder_provider)
         if mismatch:
@@ -113,6 +116,15 @@ class Pipeline:
         self._load_decoder().generate(embeds, self.embed_table, set(), 2, Sampler())
         self.warmup_ms = round((time.perf_counter() - start) * 1000, 3)
         return self.warmup_ms
+
+    def check_unchanged(self) -> None:
+        """The bundle's files are those verified at load (the parts open lazily): a file replaced or rewritten since
+        is a BundleError, never a silently different answer. One stat per file."""
+        if self._files is not None:
+            changed = bundle_format.changed_since(self.root, self._files)
+            if changed is not None:
+                raise BundleError(f"{self.root}: {changed} changed since the bundle was loaded and verified: load it "
+                                  "again")  # fmt: skip
 
     # -- properties from the manifest -----------------------------------------------------------------------------
 
@@ -175,6 +187,11 @@ class Pipeline:
         """(ids before the image, ids after it) for one question, through the bundle's chat template."""
         if not isinstance(prompt, str) or not prompt.strip():
             raise PromptError("the prompt is empty: ask a question about the image")
+        try:
+            prompt.encode("utf-8")
+        except UnicodeEncodeError as e:  # a lone surrogate: from JSON's \ud800, or argv bytes that are not UTF-8
+            raise PromptError(f"the prompt is not valid text: character {e.start} is a lone surrogate "
+                              f"({prompt[e.start]!r}); is it UTF-8?") from None  # fmt: skip
         p = self.manifest["prompt"]
         ids = self.tokenizer.encode(p["before"] + prompt + p["after"], add_special_tokens=True).ids
         where = [i for i, t in enumerate(ids) if t == p["image_token_id"]]
@@ -198,6 +215,11 @@ class Pipeline:
         side = int(round(self.manifest["vision"]["patches_per_crop"] ** 0.5))
         return rows_layout(positions, tokens, self._newline, side, grid[1])
 
+    def prepare(self, image) -> PreparedImage:
+        """Decode-side work done ahead of `run`: the crops the vision graph takes, and nothing of the full image."""
+        _check_image(image)
+        return prepare(image, self.manifest["preprocess"])
+
     def embed(self, ids: list[int]) -> np.ndarray:
         """Rows of the embedding table, in its dtype: (T, D)."""
         return np.asarray(self.embed_table[ids])
@@ -212,10 +234,15 @@ class Pipeline:
                 f"the image gives {pixels.shape[0]} crops; this engine takes {lo}..{hi} (see --max-crops)"
             )
         vision = self._load_vision()
-        feeds = {"pixel_values": pixels, "text_embeds": text_embeds.astype(vision.dtypes["text_embeds"], copy=False)}
-        if "image_grid" in m["inputs"]:
+        return vision.run(self.vision_feeds(pixels, text_embeds, grid, vision.dtypes["text_embeds"]))
+
+    def vision_feeds(self, pixels: np.ndarray, text_embeds: np.ndarray, grid: tuple[int, int], dtype=np.float32):
+        """The vision graph's inputs by name: uint8 pixels (N, 3, S, S), text embeddings (T, D) in `dtype`, and for
+        anyres graphs the crop grid (2,) int64."""
+        feeds = {"pixel_values": pixels, "text_embeds": np.asarray(text_embeds).astype(dtype, copy=False)}
+        if "image_grid" in self.manifest["vision"]["inputs"]:
             feeds["image_grid"] = np.asarray(grid, dtype=np.int64)
-        return vision.run(feeds)
+        return feeds
 
     def run(
         self,
@@ -226,16 +253,25 @@ class Pipeline:
         top_p: float = 1.0,
         seed: int | None = None,
         on_token: Callable[[str], None] | None = None,
+        stop: str | list[str] | None = None,
     ) -> dict[str, Any]:
-        """Answer a question about an RGB PIL image (see `adafv.runtime.load_image`). `on_token` receives the text of
-        each new token as it is generated. Returns the same JSON-ready schema as the reference path."""
-        _check_image(image)
+        """Answer a question about an RGB PIL image (see `adafv.runtime.load_image`), or an image `prepare`d
+        before. `on_token` receives the text of each new token as it is generated. `stop`: up to 4 strings; the
+        answer ends before the first of them that appears (never sent to `on_token`), `stopped` = "stop". Returns
+        the same JSON-ready schema as the reference path."""
+        if not isinstance(image, PreparedImage):
+            _check_image(image)
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
             raise OptionError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
+        stops = check_stop(stop)
         sampler = Sampler(temperature, top_p, seed)
+        self.check_unchanged()
         t0 = time.perf_counter()
         pre, post = self.prompt_ids(prompt)
-        pixels, grid = preprocess(image, self.manifest["preprocess"])  # uint8 (N, 3, S, S)
+        if isinstance(image, PreparedImage):
+            pixels, grid = image.pixels, image.grid
+        else:
+            pixels, grid = preprocess(image, self.manifest["preprocess"])  # uint8 (N, 3, S, S)
         t1 = time.perf_counter()
         kept_tokens, positions = self.vision(pixels, self.embed(post), grid)  # (keep, D), (keep,)
         valid = positions >= 0  # paper mode pads with -1
@@ -243,12 +279,13 @@ class Pipeline:
         visual = self.layout(positions[valid], kept_tokens[valid], grid)  # (K [+ rows], D)
         embeds = np.concatenate([self.embed(pre), visual, self.embed(post)])  # (L, D)
         tok = self.manifest["tokenizer"]
-        stream = _Detokenizer(self.tokenizer, on_token) if on_token is not None else None
+        stream = _Detokenizer(self.tokenizer, on_token, stops) if on_token is not None or stops else None
         decoder = self._load_decoder()
         generation = decoder.generate(embeds, self.embed_table, set(tok["eos_token_ids"]), max_new_tokens, sampler,
                                       stream)  # fmt: skip
         if stream is not None:
             stream.flush()
+        text = stream.text if stream is not None else self.tokenizer.decode(generation.tokens, skip_special_tokens=True)
         t3 = time.perf_counter()
         ms = lambda a, b: round((b - a) * 1000, 3)  # noqa: E731
         decoded = max(len(generation.tokens) - 1, 0)
@@ -263,7 +300,7 @@ class Pipeline:
             "method": self.manifest["selection"]["method"],
             "mode": self.manifest["selection"]["mode"],
             "keep": self.keep,
-            "text": self.tokenizer.decode(generation.tokens, skip_special_tokens=True).strip(),
+            "text": text.strip(),
             "tokens": generation.tokens,
             "kept_positions": sorted(positions[valid].tolist()),
             "num_kept": int(valid.sum()),
@@ -278,7 +315,7 @@ class Pipeline:
             "host_bytes_per_decode_step": generation.host_bytes_per_step,
             "kv_cache_bytes": generation.kv_cache_bytes,
             "timings_ms": {
-                "preprocess": ms(t0, t1),
+                "preprocess": ms(t0, t1) + (image.preprocess_ms if isinstance(image, PreparedImage) else 0.0),
                 "vision": ms(t1, t2),
                 "prefill": round(generation.prefill_ms, 3),
                 "time_to_first_token": ms(t0, generation.first_token_at),
@@ -328,6 +365,23 @@ def check_requirements(root: Path, manifest: dict[str, Any]) -> None:
         )
 
 
+MAX_STOPS = 4  # as OpenAI's API
+
+
+def check_stop(stop) -> list[str]:
+    """None, a string or a list of up to 4 non-empty strings -> the list; anything else is an OptionError."""
+    if stop is None:
+        return []
+    stops = [stop] if isinstance(stop, str) else stop
+    if not isinstance(stops, (list, tuple)) or not all(isinstance(s, str) and s for s in stops):
+        raise OptionError("stop must be a non-empty string or a list of non-empty strings")
+    if len(stops) > MAX_STOPS:
+        raise OptionError(f"stop takes at most {MAX_STOPS} sequences, got {len(stops)}")
+    if any(len(s) > 256 for s in stops):
+        raise OptionError("a stop sequence is at most 256 characters")
+    return list(stops)
+
+
 def _check_image(image) -> None:
     from PIL import Image
 
@@ -337,6 +391,10 @@ def _check_image(image) -> None:
         )
     if image.width < 1 or image.height < 1:
         raise ImageError(f"the image has no pixels ({image.width}x{image.height})")
+    try:
+        image.load()
+    except (ValueError, OSError) as e:  # a closed image, a file gone since it was opened
+        raise ImageError(f"the image cannot be read: {e}") from e
 
 
 def trt_cache_dir(manifest: dict[str, Any]) -> Path:
@@ -426,27 +484,44 @@ def _check_graph(path: Path, session, manifest: dict[str, Any]) -> None:
 
 
 class _Detokenizer:
-    """Turns token ids into text pieces as they come (byte-level BPE may need several tokens for one character)."""
+    """Turns token ids into text pieces as they come (byte-level BPE may need several tokens for one character),
+    and ends the generation at a stop sequence: text that could still become the start of one is held back, so no
+    piece of a stop sequence is ever sent. `text` is the answer so far (up to the stop)."""
 
-    def __init__(self, tokenizer, on_text: Callable[[str], None]):
-        self.tokenizer, self.on_text = tokenizer, on_text
+    def __init__(self, tokenizer, on_text: Callable[[str], None] | None, stops: list[str] = ()):
+        self.tokenizer, self.on_text, self.stops = tokenizer, on_text, list(stops)
+        self.hold = max((len(s) for s in self.stops), default=1) - 1  # characters that may begin a stop
         self.ids: list[int] = []
         self.sent = ""
+        self.text = ""
+        self.stopped = False
 
-    def __call__(self, token: int) -> None:
+    def __call__(self, token: int) -> bool:
+        """True: a stop sequence appeared (the generation ends)."""
         self.ids.append(token)
         text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
         if text.endswith("\ufffd"):  # an incomplete UTF-8 sequence: wait for the next token
-            return
-        self._send(text)
+            return False
+        cut = min((i for i in (text.find(s) for s in self.stops) if i >= 0), default=-1)
+        if cut >= 0:
+            self.stopped, self.text = True, text[:cut]
+            self._send(self.text)
+            return True
+        self.text = text
+        self._send(text[: len(text) - self.hold] if self.hold else text)
+        return False
 
     def flush(self) -> None:
         """At the end: send what is left, even a character the last token left incomplete."""
-        self._send(self.tokenizer.decode(self.ids, skip_special_tokens=True))
+        if not self.stopped:
+            self.text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+            self._send(self.text)
 
     def _send(self, text: str) -> None:
+        if len(text) <= len(self.sent):
+            return
         piece, self.sent = text[len(self.sent) :], text
-        if piece:
+        if self.on_text is not None:
             self.on_text(piece)
 
 

@@ -126,6 +126,20 @@ def _cases():
         ("out is a file", (*E, "--out", "{root}/notes.txt"), "is an existing file"),
         ("out is the engines parent", (*E, "--out", "{root}"), "not an adafv bundle"),
         ("out is a bundle of other settings", (*E, "--out", "{bundle}"), "built from other settings"),
+        ("show out is the input", ("show", "{bundle}", "--image", PHOTO, *P, "--out", PHOTO), "own input"),
+        ("show out is a user file", ("show", "{bundle}", "--image", PHOTO, *P, "--out", "{root}/empty.jpg"),
+         "was not written by adafv show"),  # fmt: skip
+        ("show out is a text file", ("show", "{bundle}", "--image", PHOTO, *P, "--out", "{root}/notes.txt"),
+         "writes .png"),  # fmt: skip
+        ("convert out is the source", ("convert", "pope", "{root}/notes.txt", "--images", "{root}", "--out",
+                                       "{root}/notes.txt"), "writes .jsonl"),  # fmt: skip
+        # serving
+        ("serve with an empty key", ("serve", "{bundle}", "--api-key", ""), "--api-key is empty"),
+        ("serve on port 70000", ("serve", "{bundle}", "--port", "70000"), "must be a port number"),
+        ("serve a missing folder", ("serve", "{bundle}", "--allow-local-files", "{root}/nope"), "no such folder"),
+        # bundles asked for what they were not built with
+        ("bundle asked another method", (*B, *P, "--method", "fastervlm"), "built with method adafv"),
+        ("bundle asked a dtype", (*B, *P, "--dtype", "float16"), "--dtype applies to models"),
     ]
 
 

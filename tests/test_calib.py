@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -24,7 +25,7 @@ def test_shipped_set_has_two_halves_of_real_and_toy_images():
     rows = [json.loads(line) for line in shipped().read_text().splitlines()]
     assert len(rows) >= 16 and {r["split"] for r in rows} == {"calibration", "heldout"}
     assert len(items(None, "calibration")) == len(items(None, "heldout")) == len(rows) // 2
-    assert all(__import__("pathlib").Path(it.image).is_file() for it in items(None))
+    assert all(Path(it.image).is_file() for it in items(None))
 
 
 def test_feeds_are_what_the_runtime_sends(int8_bundle):
@@ -101,3 +102,51 @@ def test_cli_report(int8_bundle, capsys):
     assert main(["calib", "report", str(int8_bundle.path), "--repeats", "1"]) == 0
     out = capsys.readouterr().out
     assert "vision.int8.onnx vs vision.onnx" in out and "| **mean** |" in out
+
+
+# ---- hostile input (issue 19, class 6): calibration data that does not fit is reported, never mislabelled ----------
+
+
+def test_a_folder_of_images_serves_both_halves(tmp_path, int8_bundle, capsys):
+    """`--data FOLDER`, the documented input, is accepted: its images alternate between the halves."""
+    import shutil
+
+    from adafv.cli.main import main
+
+    for it in items(None, "heldout"):
+        shutil.copy(it.image, tmp_path / Path(it.image).name)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert [Path(it.image).name for it in items(tmp_path, "heldout")] == names[1::2]
+    assert main(["calib", "report", str(int8_bundle.path), "--data", str(tmp_path), "--repeats", "1", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["images"] == len(names[1::2]) and not report["skipped"]
+
+
+def test_items_the_engine_cannot_take_are_reported_and_the_rows_stay_aligned(int8_bundle):
+    """Narrow the engine's crop range (as --max-crops does): the items it cannot take are skipped with their reason,
+    and every row is the report of its own image and question (a row computed alone is the same row)."""
+    from adafv.calib.report import CalibrationError, compare
+
+    pipe = Pipeline.load(int8_bundle.path, warmup=False)
+    files = pipe.manifest["vision"]["files"]
+    chosen = items(None, "heldout")
+    crops = [feed["pixel_values"].shape[0] for feed in feeds(pipe, chosen)]
+    assert len(set(crops)) > 1, crops  # the shipped held-out half has images of several crop counts
+    pipe.manifest["vision"]["crops"] = [min(crops), min(crops)]  # an engine that takes only the smallest
+    args = (pipe, int8_bundle.path / files["int8"], int8_bundle.path / files["fp32"])
+    report = compare(*args, chosen, answers=False, timed=1, min_items=1)
+    kept = [c == min(crops) for c in crops]
+    assert report["images"] == sum(kept) and len(report["skipped"]) == len(chosen) - sum(kept)
+    assert all("crops; the engine takes" in s["reason"] for s in report["skipped"])
+    used = [it for it, k in zip(chosen, kept) if k]
+    assert [(r["image"], r["question"]) for r in report["per_image"]] == [
+        (Path(it.image).name, it.question) for it in used]  # fmt: skip
+    alone = compare(*args, [used[-1]], answers=False, timed=0, min_items=1)["per_image"][0]
+    assert {k: alone[k] for k in ("jaccard", "recall", "cosine")} == {
+        k: report["per_image"][-1][k] for k in ("jaccard", "recall", "cosine")}  # fmt: skip
+    too_few = sum(kept) + 1
+    with pytest.raises(CalibrationError, match=f"at least {too_few} held-out items .*got {sum(kept)} of {len(chosen)}"):
+        compare(*args, chosen, answers=False, min_items=too_few)
+    pipe.manifest["vision"]["crops"] = [1, 1]  # nothing fits: one line, not a StatisticsError
+    with pytest.raises(CalibrationError, match=f"got 0 of {len(chosen)}"):
+        compare(*args, chosen, answers=False)

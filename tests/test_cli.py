@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from adafv.cli.main import main
 from tests.conftest import photo_path
 
@@ -85,6 +87,14 @@ def test_bench_quick_writes_every_measurement(tmp_path, monkeypatch):
     assert all(len(v) >= 1 for v in r["samples_ms"].values())
     md = (tmp_path / "out" / "bench.md").read_text()
     assert "Time to first token" in md and "| 144 |" in md
+    from adafv.runtime.cpu import describe, int8_pays
+
+    facts = r["machine"]["cpu_facts"]  # the CPU every figure belongs to, with the instruction sets that matter
+    assert r["machine"]["cpu"] == describe(facts) and f"Machine: {describe(facts)}" in md
+    assert r["precision"]["vision"] == ("int8" if int8_pays(facts)[0] else "fp32")  # INT8 only where it pays
+    steps = r["build"]["steps_s"]  # each build step's seconds, in bench.json and bench.md
+    assert "export vision graph to ONNX" in steps and all(v >= 0 for v in steps.values())
+    assert r["build"]["seconds"] == round(sum(steps.values()), 1) and "| export vision graph to ONNX |" in md
 
 
 def test_show_draws_the_kept_patches(tmp_path, capsys, make_bundle):
@@ -124,5 +134,11 @@ def test_plan_answers_for_every_device_and_its_memory_holds_on_a_cpu_run(make_bu
     assert [r["device"]["name"] for r in results] == list(DEVICES)
     for r in results:
         assert r["fits"] and r["total_mb"] > 0 and (r["latency_ms"] is None) == (not r["device"]["gpu"])
-    small = plan(bundle, "orin-nano-8gb", context=10_000_000)
-    assert not small["fits"] and small["largest_context"] is None  # a KV cache for 10M tokens does not fit 8 GB
+    from adafv.errors import ConfigError
+
+    most = plan(bundle, "orin-nano-8gb")["largest_context"]
+    assert most == json.loads((bundle / "manifest.json").read_text())["llm"]["max_length"]  # the LLM's, not more
+    with pytest.raises(ConfigError, match="holds at most"):  # a context the LLM cannot hold is refused, not planned
+        plan(bundle, "orin-nano-8gb", context=10_000_000)
+    with pytest.raises(ConfigError, match="takes 3..5 crops"):
+        plan(bundle, "orin-nano-8gb", crops=100)

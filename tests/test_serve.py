@@ -36,12 +36,15 @@ def message(text: str = "What is in the picture?", url: str | None = None) -> li
 
 @contextlib.contextmanager
 def running(server: Server):
+    """The app on a free loopback port, with the uvicorn settings `adafv serve` uses (timeouts included)."""
     import uvicorn
+
+    from adafv.serve.app import uvicorn_config
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    uv = uvicorn.Server(uvicorn.Config(create_app(server), host="127.0.0.1", port=port, log_level="error"))
+    uv = uvicorn.Server(uvicorn_config(create_app(server), "127.0.0.1", port, log_level="error"))
     thread = threading.Thread(target=uv.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
