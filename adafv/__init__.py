@@ -15,7 +15,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "select_tokens": "select",
-    "select": "select",
+    "select": "methods",
     "adafv_positions": "select",
     "text_relevance": "relevance",
     "cls_attention": "saliency",

@@ -1,5 +1,10 @@
-"""Baselines that look at the visual tokens themselves (not at the two cues): the peers a user compares AdaFV with.
-Pure functions with the selection contract, fixed K, traceable to ONNX (constant-K TopK, no data-dependent shapes):
+"""Every baseline a user compares AdaFV with, as pure functions with the selection contract, fixed K, traceable to
+ONNX (constant-K TopK, no data-dependent shapes); `adafv.methods` is the one place that dispatches to them by name.
+
+By one cue (the same inputs as AdaFV): `fastervlm_positions` (saliency only, per-crop quotas), `text_positions`
+(relevance only), and the references `random_positions` (seeded) and `full_positions` (every position).
+
+By the visual tokens themselves:
 
     tokens (B, L, D) projected visual tokens, keep -> positions (B, keep) int64, ascending, distinct
 
@@ -26,7 +31,18 @@ from typing import NamedTuple
 
 import torch
 
-from .select import _BIG, _first_argmax, _largest, _mask_to_positions, _quotas, idiv, imod
+from .ops import (
+    BIG,
+    all_positions,
+    first_argmax,
+    idiv,
+    imod,
+    largest,
+    mask_to_positions,
+    per_crop_top,
+    quotas,
+    smallest,
+)
 
 DART_PIVOTS = 8
 
@@ -42,13 +58,13 @@ def dart_positions(tokens: torch.Tensor, keep: int, pivots: int = DART_PIVOTS) -
     """Pivots by L1 norm, then the keep - pivots tokens whose largest similarity to a pivot is smallest."""
     B, L, _ = tokens.shape
     n = min(pivots, keep)
-    _, pivot = _largest(tokens.float().abs().sum(-1), n)  # (B, n) the largest L1 norms
+    _, pivot = largest(tokens.float().abs().sum(-1), n)  # (B, n) the largest L1 norms
     sim = torch.gather(_cosine(tokens), 1, pivot[:, :, None].expand(B, n, L))  # (B, n, L) pivot rows
     duplication = sim.amax(1)  # (B, L) how much each token repeats its closest pivot
     is_pivot = torch.zeros((B, L + 1), device=tokens.device).scatter(1, pivot, 1.0)[:, :L] > 0  # (B, L)
-    _, rest = _largest(torch.where(is_pivot, -_BIG, -duplication), keep - n)  # (B, keep - n) least duplicated
+    _, rest = largest(torch.where(is_pivot, -BIG, -duplication), keep - n)  # (B, keep - n) least duplicated
     mask = torch.zeros((B, L + 1), device=tokens.device).scatter(1, pivot, 1.0).scatter(1, rest, 1.0)[:, :L]
-    return _mask_to_positions(mask, keep)  # (B, keep)
+    return mask_to_positions(mask, keep)  # (B, keep)
 
 
 def divprune_positions(tokens: torch.Tensor, keep: int) -> torch.Tensor:
@@ -57,19 +73,50 @@ def divprune_positions(tokens: torch.Tensor, keep: int) -> torch.Tensor:
     distance = 1.0 - _cosine(tokens)  # (B, L, L)
     eye = torch.eye(L, device=tokens.device, dtype=torch.bool)
     nearest = torch.where(eye, float("inf"), distance).amin(-1)  # (B, L) distance to the nearest other token
-    first = _first_argmax(nearest)  # (B,)
+    first = first_argmax(nearest)  # (B,)
     chosen = torch.zeros((B, L), device=tokens.device)
     chosen = chosen.scatter(1, first[:, None], 1.0)  # (B, L)
     to_kept = torch.gather(distance, 1, first[:, None, None].expand(B, 1, L))[:, 0]  # (B, L) distance to the set
     for _ in range(keep - 1):  # unrolled when traced: keep is fixed
-        pick = _first_argmax(torch.where(chosen > 0, -float("inf"), to_kept))  # (B,)
+        pick = first_argmax(torch.where(chosen > 0, -float("inf"), to_kept))  # (B,)
         chosen = chosen.scatter(1, pick[:, None], 1.0)
         row = torch.gather(distance, 1, pick[:, None, None].expand(B, 1, L))[:, 0]  # (B, L)
         to_kept = torch.minimum(to_kept, row)
-    return _mask_to_positions(chosen, keep)  # (B, keep)
+    return mask_to_positions(chosen, keep)  # (B, keep)
 
 
-TOKEN_METHODS = {"dart": dart_positions, "divprune": divprune_positions}
+# --- baselines by the cues: the same contract as AdaFV, (B, N, P) and/or (B, N*P), keep -> (B, keep) ascending -----
+
+
+def fastervlm_positions(saliency: torch.Tensor, relevance: torch.Tensor | None, keep: int) -> torch.Tensor:
+    """Saliency only (FasterVLM): each crop keeps its most salient patches, `floor(keep/N)` each, the first
+    `keep mod N` crops (base view first) one more. Traceable; requires keep < N*P."""
+    saliency = saliency.float()
+    B, N, P = saliency.shape
+    quota = quotas(keep, torch.arange(N, device=saliency.device))  # (N,)
+    _, pos = per_crop_top(saliency, keep, quota, legacy_offset=False)  # (B, keep) distinct
+    return smallest(pos.float(), keep)[0].long()  # (B, keep) ascending
+
+
+def text_positions(saliency: torch.Tensor, relevance: torch.Tensor, keep: int) -> torch.Tensor:
+    """Relevance only: the keep positions with the highest text-to-image relevance, ascending. Traceable."""
+    _, pos = largest(relevance.float(), keep)  # (B, keep)
+    return smallest(pos.float(), keep)[0].long()
+
+
+def random_positions(saliency: torch.Tensor, relevance: torch.Tensor | None, keep: int, seed: int = 0) -> torch.Tensor:
+    """`keep` positions drawn uniformly without replacement from a generator seeded with `seed`, ascending."""
+    B, N, P = saliency.shape
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    noise = torch.rand((B, N * P), generator=generator).to(saliency.device)  # (B, NP)
+    _, pos = largest(noise, keep)
+    return smallest(pos.float(), keep)[0].long()
+
+
+def full_positions(saliency: torch.Tensor, relevance: torch.Tensor | None, keep: int) -> torch.Tensor:
+    """No reduction: every position."""
+    B, N, P = saliency.shape
+    return all_positions(B, N * P, saliency.device)
 
 
 # --- VisionZip: selection + merging ---------------------------------------------------------------------------------
@@ -119,8 +166,8 @@ def visionzip(hidden: torch.Tensor, saliency: torch.Tensor, keys: torch.Tensor, 
     if not (torch.compiler.is_compiling() or torch.jit.is_tracing()) and keep >= N * P:  # nothing to drop
         every = torch.arange(N * P, device=device).expand(B, -1)  # (B, NP)
         return Zipped(every, hidden.reshape(B, N * P, C), torch.zeros((B, N * P), dtype=torch.bool, device=device))
-    dominant, contextual = visionzip_split(_quotas(keep, torch.arange(N, device=device)))  # (N,) each
-    _, order = _largest(saliency.float(), P)  # (B, N, P) patches by attention, descending, ties by position
+    dominant, contextual = visionzip_split(quotas(keep, torch.arange(N, device=device)))  # (N,) each
+    _, order = largest(saliency.float(), P)  # (B, N, P) patches by attention, descending, ties by position
     patch = torch.arange(P, device=device)  # (P,)
     rank = torch.zeros_like(order).scatter(-1, order, patch.expand_as(order))  # (B, N, P) rank of each patch
     is_dominant = rank < dominant[:, None]  # (B, N, P)
@@ -131,8 +178,8 @@ def visionzip(hidden: torch.Tensor, saliency: torch.Tensor, keys: torch.Tensor, 
 
     unit = keys.float() / keys.float().norm(dim=-1, keepdim=True).clamp_min(1e-12)  # (B, N, P, E)
     similarity = unit @ unit.transpose(-1, -2)  # (B, N, P, P) [patch, target]
-    similarity = torch.where(is_target[..., None, :], similarity, -_BIG)  # only targets can be joined
-    joins = _first_argmax(similarity)  # (B, N, P) the target each patch is most similar to
+    similarity = torch.where(is_target[..., None, :], similarity, -BIG)  # only targets can be joined
+    joins = first_argmax(similarity)  # (B, N, P) the target each patch is most similar to
     merged = remaining & ~is_target  # (B, N, P) patches that join a target
     member = (joins[..., None] == patch) & merged[..., None]  # (B, N, P, P) [patch, target] one-hot
     member = member.float()
@@ -142,7 +189,7 @@ def visionzip(hidden: torch.Tensor, saliency: torch.Tensor, keys: torch.Tensor, 
     features = torch.where(is_target[..., None], contextual_features, hidden.float())  # (B, N, P, C)
 
     kept = (is_dominant | is_target).reshape(B, N * P).float()  # (B, NP) exactly keep ones
-    positions = _mask_to_positions(kept, keep)  # (B, keep)
+    positions = mask_to_positions(kept, keep)  # (B, keep)
     features = torch.gather(features.reshape(B, N * P, C), 1, positions[..., None].expand(B, keep, C))
     is_contextual = torch.gather(is_target.reshape(B, N * P), 1, positions)  # (B, keep)
     return Zipped(positions, features.to(hidden.dtype), is_contextual)  # (B, keep), (B, keep, C), (B, keep)

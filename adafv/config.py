@@ -7,11 +7,12 @@ import json
 from typing import Any
 
 from .errors import ConfigError
+from .methods import COMPILABLE, NAMES
 
 MODES = ("exact", "paper")
 LAYOUTS = ("rows", "compact")
-METHODS = ("adafv", "fastervlm", "text", "dart", "divprune", "visionzip", "random", "full")
-GRAPH_METHODS = ("adafv", "fastervlm", "text", "dart", "divprune", "visionzip")  # those an engine can compile (fixed K)
+METHODS = NAMES  # the registry's (adafv.methods): the one list of method names
+GRAPH_METHODS = COMPILABLE  # those a vision graph can compile (fixed keep)
 TOPK_LIMIT = 3840  # TensorRT's TopK accepts K < 3840; the graph is built with K = keep
 
 

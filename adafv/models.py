@@ -1,7 +1,7 @@
 """Model registry: named specs, per-architecture knowledge, and loading a checkpoint with its own HF processor.
 
-A spec knows where the weights come from; an architecture (`llava`, `llava_next`) knows its crops, patch grid,
-pinpoints and reading order. A local checkpoint directory works wherever a name does.
+A spec knows where the weights come from; its architecture family (adafv.archs: `llava`, `llava_next`) knows
+everything model-specific. A local checkpoint directory works wherever a name does.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from . import archs
 from .errors import ModelError
 
 PACKAGED = "package:"  # a source shipped inside the wheel: `package:<name>` under adafv.checkpoints
@@ -88,8 +89,7 @@ def resolve(name_or_path: str | os.PathLike) -> ModelSpec:
             model_type = json.loads(config.read_text()).get("model_type")
         except (ValueError, AttributeError, OSError) as e:
             raise ModelError(f"{config} is not a readable model config (corrupt JSON?): {_first_line(e)}") from e
-        if model_type not in ARCHES:
-            raise ModelError(f"{path}: model_type {model_type!r} is not supported (supported: {', '.join(ARCHES)})")
+        archs.get(model_type, str(path))  # a family adafv knows (adafv.archs), or one line naming the others
         return ModelSpec(path.name, str(path), model_type, f"local checkpoint {path}")
     if "/" in key and not path.exists():
         return ModelSpec(key, key, "", f"Hugging Face id {key}")  # architecture read from its config on load
@@ -108,42 +108,13 @@ def fingerprint(spec: ModelSpec) -> str:
     return json.dumps([str(source), files])
 
 
-@dataclasses.dataclass(frozen=True)
-class Arch:
-    """What adafv needs to know about a VLM architecture."""
-
-    name: str
-    anyres: bool
-
-    def crop_range(self, config) -> tuple[int, int]:
-        """(min, max) number of crops the processor emits for one image."""
-        if not self.anyres:
-            return 1, 1
-        side = config.vision_config.image_size
-        tiles = [(h // side) * (w // side) for h, w in config.image_grid_pinpoints]
-        return min(tiles) + 1, max(tiles) + 1
-
-    def grid(self, config, image_size_hw) -> tuple[int, int]:
-        """(rows, cols) of the high-resolution crop grid chosen for an image of (height, width); (1, 1) without."""
-        if not self.anyres:
-            return 1, 1
-        from transformers.image_processing_utils import select_best_resolution
-
-        h, w = select_best_resolution(list(image_size_hw), config.image_grid_pinpoints)
-        side = config.vision_config.image_size
-        return h // side, w // side
-
-
-ARCHES = {"llava": Arch("llava", anyres=False), "llava_next": Arch("llava_next", anyres=True)}
-
-
 @dataclasses.dataclass
 class LoadedModel:
     """A VLM with its processor: what every reference path and exporter starts from."""
 
     spec: ModelSpec
-    arch: Arch
-    model: Any  # LlavaForConditionalGeneration | LlavaNextForConditionalGeneration
+    arch: archs.Arch
+    model: Any  # the family's VLM class (arch.model_class())
     processor: Any
 
     @property
@@ -152,8 +123,7 @@ class LoadedModel:
 
     @property
     def patches_per_crop(self) -> int:
-        v = self.config.vision_config
-        return (v.image_size // v.patch_size) ** 2
+        return self.arch.patches_per_side(self.config) ** 2
 
     @property
     def image_token_id(self) -> int:
@@ -164,7 +134,7 @@ class LoadedModel:
         conversation = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
         if getattr(self.processor, "chat_template", None):
             return self.processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
-        return f"USER: <image>\n{prompt} ASSISTANT:"
+        return self.arch.fallback_prompt(prompt)
 
     def prompt_template(self) -> tuple[str, str]:
         """The chat template around the question: (text before it, text after it); the image token is in `before`."""
@@ -173,18 +143,6 @@ class LoadedModel:
             raise ModelError(f"{self.spec.name}: the chat template does not place the prompt exactly once")
         before, after = rendered.split(PROMPT_SENTINEL)
         return before, after
-
-
-def _check_supported(config, where: str) -> None:
-    layer = config.vision_feature_layer
-    if not isinstance(layer, int):
-        raise ModelError(f"{where}: vision_feature_layer={layer!r}; adafv supports a single feature layer")
-    if config.vision_feature_select_strategy != "default":
-        raise ModelError(f"{where}: vision_feature_select_strategy must be 'default' (a [CLS] token to drop)")
-    if config.vision_config.model_type != "clip_vision_model":
-        raise ModelError(
-            f"{where}: vision tower {config.vision_config.model_type!r}; adafv needs a CLIP-style tower with [CLS]"
-        )
 
 
 def load(name_or_path: str | os.PathLike, dtype: str | None = None) -> LoadedModel:
@@ -197,14 +155,13 @@ def load(name_or_path: str | os.PathLike, dtype: str | None = None) -> LoadedMod
     else:
         model, processor = _load_pretrained(spec, dtype)
         spec = dataclasses.replace(spec, arch=model.config.model_type)
-    if spec.arch not in ARCHES:
-        raise ModelError(f"{spec.name}: architecture {spec.arch!r} is not supported ({', '.join(ARCHES)})")
-    _check_supported(model.config, spec.name)
+    arch = archs.get(spec.arch, spec.name)
+    arch.check(model.config, spec.name)
     model.eval()
-    return LoadedModel(spec, ARCHES[spec.arch], model, processor)
+    return LoadedModel(spec, arch, model, processor)
 
 
-def peek(name_or_path: str | os.PathLike) -> tuple[Arch, Any]:
+def peek(name_or_path: str | os.PathLike) -> tuple[archs.Arch, Any]:
     """(architecture, HF config) without loading any weights: for checks that must come before any work."""
     spec = resolve(name_or_path)
     if spec.is_tiny:
@@ -213,10 +170,9 @@ def peek(name_or_path: str | os.PathLike) -> tuple[Arch, Any]:
         config = tiny.config(spec.source.split(":", 1)[1])
     else:
         config = _pretrained_config(spec)
-    if config.model_type not in ARCHES:
-        raise ModelError(f"{spec.name}: model_type {config.model_type!r} is not supported ({', '.join(ARCHES)})")
-    _check_supported(config, spec.name)
-    return ARCHES[config.model_type], config
+    arch = archs.get(config.model_type, spec.name)
+    arch.check(config, spec.name)
+    return arch, config
 
 
 def _pretrained_config(spec: ModelSpec):
@@ -236,17 +192,15 @@ def _pretrained_config(spec: ModelSpec):
 
 def _load_pretrained(spec: ModelSpec, dtype: str | None):
     import torch
-    from transformers import AutoProcessor, LlavaForConditionalGeneration, LlavaNextForConditionalGeneration
+    from transformers import AutoProcessor
 
     local = Path(spec.source).is_dir()
     kwargs: dict[str, Any] = {} if local else {"local_files_only": True}
     config = _pretrained_config(spec)
-    classes = {"llava": LlavaForConditionalGeneration, "llava_next": LlavaNextForConditionalGeneration}
-    if config.model_type not in classes:
-        raise ModelError(f"{spec.source}: model_type {config.model_type!r} is not supported ({', '.join(classes)})")
+    model_class = archs.get(config.model_type, spec.source).model_class()
     torch_dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}.get(dtype or "")
     try:
-        model = classes[config.model_type].from_pretrained(spec.source, dtype=torch_dtype or "auto", **kwargs)
+        model = model_class.from_pretrained(spec.source, dtype=torch_dtype or "auto", **kwargs)
         # the PIL backend: the torch-free runtime reproduces it bit for bit (torchvision's resize differs slightly)
         processor = AutoProcessor.from_pretrained(spec.source, backend="pil", **kwargs)
     except (OSError, ValueError) as e:  # no weights, truncated safetensors, a processor that does not load

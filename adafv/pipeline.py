@@ -15,12 +15,13 @@ from typing import Any
 
 import torch
 
+from . import methods
 from .config import AdaFVConfig
 from .errors import InputError
+from .methods import select
 from .models import LoadedModel, load
 from .relevance import text_relevance
-from .select import select
-from .vision import VisualTokens, ZipTokens, reading_order, rows_layout
+from .vision import ZipTokens, reading_order, rows_layout
 
 
 @dataclasses.dataclass
@@ -83,7 +84,7 @@ class Reference:
         self.loaded = loaded
         self.model = loaded.model
         self.processor = loaded.processor
-        self.visual = VisualTokens.from_llava(self.model).eval()
+        self.visual = self.loaded.arch.visual(self.model).eval()
         self.embed = self.model.get_input_embeddings()
 
     @classmethod
@@ -129,11 +130,7 @@ class Reference:
     @torch.no_grad()
     def stock_image_features(self, prepared: Prepared) -> torch.Tensor:
         """The stock transformers image features (anyres packing, unpadding, newline tokens): (n_image_tokens, D)."""
-        kwargs = {}
-        if "image_sizes" in prepared.inputs:
-            kwargs["image_sizes"] = prepared.inputs["image_sizes"]
-        out = self.model.model.get_image_features(pixel_values=prepared.inputs["pixel_values"], **kwargs)
-        return torch.cat(list(out.pooler_output), dim=0)
+        return self.loaded.arch.stock_image_features(self.model, prepared.inputs)
 
     @torch.no_grad()
     def generate(self, prepared: Prepared, visual_embeds: torch.Tensor, max_new_tokens: int) -> list[int]:
@@ -197,7 +194,7 @@ class Reference:
             positions = torch.arange(N * P)
             visual = self.stock_image_features(prepared)
         else:
-            if config.method == "visionzip":  # merges in the tower's feature space, before the projector
+            if methods.get(config.method).merges:  # visionzip merges in the tower's feature space, before the projector
                 zip_tokens = ZipTokens(config, self.visual.patches_per_side)
                 features, ordered, _ = zip_tokens(analysis.hidden, saliency, analysis.keys, prepared.grid[1])
                 kept = self.visual.projector(features)  # (K, D) reading order
@@ -216,7 +213,7 @@ class Reference:
                 ordered = reading_order(positions[None], self.visual.patches_per_side, prepared.grid[1])[0]  # (K,)
                 kept = tokens.reshape(N * P, D).index_select(0, ordered)  # (K, D) reading order
             if config.layout == "rows" and self.loaded.arch.anyres:
-                newline = self.model.model.image_newline  # (D,)
+                newline = self.loaded.arch.newline(self.model)  # (D,)
                 visual = rows_layout(ordered, kept, newline, self.visual.patches_per_side, prepared.grid[1])
             else:
                 visual = kept  # (K, D)

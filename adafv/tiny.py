@@ -129,62 +129,28 @@ def _text_config(tokenizer, **overrides):
     return LlamaConfig(**cfg)
 
 
-def config(name: str):
-    """The HF config of a tiny twin (no weights)."""
-    from transformers import LlavaConfig, LlavaNextConfig
+NAMES = {"tiny-llava": "llava", "tiny-llava-next": "llava_next"}  # twin -> its architecture family
 
-    tokenizer = hf_tokenizer()
-    common = dict(
-        vision_config=_vision_config(),
-        text_config=_text_config(tokenizer),
-        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
-        vision_feature_layer=-2,
-        vision_feature_select_strategy="default",
-    )
-    if name == "tiny-llava":
-        return LlavaConfig(**common)
-    if name == "tiny-llava-next":
-        return LlavaNextConfig(image_grid_pinpoints=PINPOINTS, **common)
-    raise ValueError(f"no tiny model named {name!r}")
+
+def _family(name: str):
+    from . import archs
+
+    if name not in NAMES:
+        raise ValueError(f"no tiny model named {name!r}")
+    return archs.get(NAMES[name])
 
 
 def build(name: str, seed: int = 0):
-    """Build `tiny-llava` or `tiny-llava-next`: returns (model, processor), float32, eval mode."""
-    import torch
-    from transformers import (
-        CLIPImageProcessorPil,
-        LlavaForConditionalGeneration,
-        LlavaNextForConditionalGeneration,
-        LlavaNextImageProcessorPil,
-        LlavaNextProcessor,
-        LlavaProcessor,
-    )
-
+    """Build `tiny-llava` or `tiny-llava-next` through its family's builder: (model, processor), float32, eval."""
     tokenizer = hf_tokenizer()
-    model_config = config(name)
-    size = {"shortest_edge": IMAGE_SIZE}
-    crop = {"height": IMAGE_SIZE, "width": IMAGE_SIZE}
-    if name == "tiny-llava":
-        model_cls = LlavaForConditionalGeneration
-        image_processor = CLIPImageProcessorPil(size=size, crop_size=crop)
-        processor_cls = LlavaProcessor
-    else:
-        model_cls = LlavaNextForConditionalGeneration
-        image_processor = LlavaNextImageProcessorPil(size=size, crop_size=crop, image_grid_pinpoints=PINPOINTS)
-        processor_cls = LlavaNextProcessor
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = model_cls(model_config)
-    model.eval()
-    processor = processor_cls(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
-        patch_size=PATCH_SIZE,
-        vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,
-        chat_template=CHAT_TEMPLATE,
-    )
-    return model, processor
+    return _family(name).build(_vision_config(), _text_config(tokenizer), tokenizer, seed=seed,
+                               chat_template=CHAT_TEMPLATE, pinpoints=PINPOINTS)  # fmt: skip
+
+
+def config(name: str):
+    """The HF config of a tiny twin (no weights)."""
+    tokenizer = hf_tokenizer()
+    return _family(name).config(_vision_config(), _text_config(tokenizer), tokenizer, pinpoints=PINPOINTS)
 
 
 def save(name: str, out_dir: str | Path, seed: int = 0) -> Path:

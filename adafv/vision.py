@@ -13,12 +13,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .baselines import TOKEN_METHODS, visionzip
-from .config import GRAPH_METHODS, AdaFVConfig
+from . import methods
+from .baselines import visionzip
+from .config import AdaFVConfig
 from .errors import ModelError
+from .ops import BIG, iclip, idiv, imod, smallest
 from .relevance import text_relevance
 from .saliency import ClsSaliency
-from .select import _BIG, _smallest, adafv_positions, fastervlm_positions, iclip, idiv, imod, text_positions
 
 
 class VisualTokens(nn.Module):
@@ -41,11 +42,6 @@ class VisualTokens(nn.Module):
         self.saliency = ClsSaliency(self.layers[-1])
         self.projector = projector
         self.patches_per_side = tower.config.image_size // tower.config.patch_size
-
-    @classmethod
-    def from_llava(cls, model) -> VisualTokens:
-        """From a LlavaForConditionalGeneration or LlavaNextForConditionalGeneration."""
-        return cls(model.model.vision_tower, model.model.multi_modal_projector, model.config.vision_feature_layer)
 
     @property
     def patches_per_crop(self) -> int:
@@ -86,8 +82,8 @@ def reading_order_index(positions: torch.Tensor, patches_per_side: int, grid_col
     row = idiv(tile, grid_cols) * side + idiv(patch, side)  # global patch row in the stitched grid
     col = imod(tile, grid_cols) * side + imod(patch, side)
     key = torch.where(crop == 0, patch, P + row * (grid_cols * side) + col)  # (B, K)
-    key = torch.where(positions < 0, _BIG, key.float())
-    return _smallest(key, positions.shape[-1])[1]  # (B, K)
+    key = torch.where(positions < 0, BIG, key.float())
+    return smallest(key, positions.shape[-1])[1]  # (B, K)
 
 
 def rows_layout(ordered: torch.Tensor, kept: torch.Tensor, newline: torch.Tensor, patches_per_side: int,
@@ -124,8 +120,9 @@ class SelectTokens(nn.Module):
 
     def __init__(self, config: AdaFVConfig, patches_per_side: int):
         super().__init__()
-        if config.method not in GRAPH_METHODS or config.method == "visionzip":
-            names = ", ".join(m for m in GRAPH_METHODS if m != "visionzip")
+        method = methods.get(config.method)
+        if not method.compilable or method.merges:
+            names = ", ".join(m.name for m in methods.REGISTRY.values() if m.compilable and not m.merges)
             raise ModelError(f"SelectTokens cannot run method {config.method!r} ({names}; visionzip: ZipTokens)")
         self.config = config
         self.patches_per_side = patches_per_side
@@ -140,16 +137,8 @@ class SelectTokens(nn.Module):
     def forward(self, tokens, saliency, text_embeds, text_mask=None, grid_cols=1):
         cfg = self.config
         visual, relevance = self.scores(tokens, saliency, text_embeds, text_mask)
-        if cfg.method == "adafv":
-            positions = adafv_positions(
-                saliency[None], relevance, cfg.keep, mode=cfg.mode, legacy_offset=cfg.legacy_offset
-            )  # (1, keep)
-        elif cfg.method == "fastervlm":
-            positions = fastervlm_positions(saliency[None], relevance, cfg.keep)
-        elif cfg.method in TOKEN_METHODS:
-            positions = TOKEN_METHODS[cfg.method](visual, cfg.keep)  # (1, keep)
-        else:
-            positions = text_positions(saliency[None], relevance, cfg.keep)
+        positions = methods.positions(cfg.method, saliency[None], relevance, cfg.keep, tokens=visual, mode=cfg.mode,
+                                      legacy_offset=cfg.legacy_offset)  # (1, keep)  # fmt: skip
         positions = reading_order(positions, self.patches_per_side, grid_cols)[0]  # (keep,)
         kept = visual[0].index_select(0, iclip(positions, low=0))  # (keep, D)
         kept = torch.where(positions[:, None] >= 0, kept, 0.0)

@@ -27,22 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .regions import int8_excluded
+
 QUANTIZED_OPS = ["MatMul", "Gemm", "Conv"]
-
-
-def _in_projector(node) -> bool:
-    return any(
-        p.key == "pkg.torch.onnx.class_hierarchy" and "MultiModalProjector" in p.value for p in node.metadata_props
-    )
-
-
-def int8_excluded(model) -> list[str]:
-    """Nodes that stay float32: those the FP16 variant keeps (pixel table, selection, LayerNorms), Softmaxes, and the
-    projector, whose output tokens feed the relevance cue directly (quantising it moved kept positions most)."""
-    from adafv.export.precision import fp32_nodes
-
-    extra = [n.name for n in model.graph.node if n.op_type == "Softmax" or _in_projector(n)]
-    return fp32_nodes(model) + extra
 
 
 def fewest_crops(feed: dict[str, np.ndarray], crops: int) -> dict[str, np.ndarray]:
@@ -70,7 +57,7 @@ def quantize(
 
     feeds = [fewest_crops(f, crops) if crops else f for f in feeds]
     if not feeds:
-        from adafv.export.errors import BuildError
+        from adafv.errors import BuildError
 
         raise BuildError("INT8 calibration got no images the engine takes")
 

@@ -25,16 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from adafv.errors import AdafvError
+from adafv.errors import CalibrationError
+from adafv.runtime.contract import TOLERANCES
 
-MIN_RECALL = 0.9
+MIN_RECALL = TOLERANCES.int8_min_recall
 ANSWER_TOKENS = 8
 TIMED = 3  # items timed per report (each graph already warmed once)
-
-
-class CalibrationError(AdafvError, ValueError):
-    """A report that cannot be made or says too little (too few items the engine takes, a reference of another
-    model)."""
 
 
 def _session(path: Path):
@@ -82,7 +78,7 @@ def compare(pipe, reduced: Path, reference: Path, chosen, repeats: int = 1, answ
                                f"{len(used)} of {len(used) + len(skipped)}" + (f" ({reasons})" if reasons else ""))
     lo = _session(reduced)
     hi = _session(reference)
-    decoder = pipe._load_decoder() if answers else None
+    decoder = pipe.decoder if answers else None
     eos = set(pipe.manifest["tokenizer"]["eos_token_ids"])
     rows = []
     for n, (item, feed) in enumerate(used):

@@ -549,11 +549,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _one_line_warnings()
     from adafv.errors import AdafvError
-    from adafv.runtime.errors import RuntimeFailure
 
     try:
         return args.func(args)
-    except (AdafvError, RuntimeFailure) as e:
+    except AdafvError as e:
         print(f"adafv: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # a build cleans up on its way out (its partial folder, the LLM builder)

@@ -196,11 +196,10 @@ def run(config: BenchConfig, out_dir: Path, progress: bool = True) -> dict[str, 
     text = pipe.embed(post)
     num_visual = pixels.shape[0] * pipe.manifest["vision"]["patches_per_crop"]
     vision = _times(lambda: pipe.vision(pixels, text, grid), config.repeats)  # the graph the runtime chose
-    chosen = Path(pipe._load_vision().session._model_path).name
+    chosen = pipe.placement.vision_file
     import onnxruntime as ort
 
-    feeds = {"pixel_values": pixels, "text_embeds": text.astype(np.float32), "image_grid": np.asarray(grid, np.int64)}
-    feeds = {k: v for k, v in feeds.items() if k in pipe.manifest["vision"]["inputs"]}
+    feeds = pipe.vision_feeds(pixels, text, grid)
     fp32 = ort.InferenceSession(str(bundle / pipe.manifest["vision"]["files"]["fp32"]),
                                 providers=providers or ["CPUExecutionProvider"])  # fmt: skip
     vision32 = _times(lambda: fp32.run(None, feeds), config.repeats)
@@ -224,7 +223,7 @@ def run(config: BenchConfig, out_dir: Path, progress: bool = True) -> dict[str, 
     say("vision measured")
 
     # -- prefill at every keep, and at all tokens ------------------------------------------------------------------
-    decoder = pipe._load_decoder()
+    decoder = pipe.decoder
     dim = pipe.manifest["vision"]["hidden_size"]
     eos: set[int] = set()
     prefill = {}
@@ -293,12 +292,11 @@ def _tower_session(loaded, pipe, folder: Path, providers):
     from adafv.export.bundle import graph_shapes
     from adafv.export.graph import TowerGraph, export_tower
     from adafv.runtime.preprocess import value_table
-    from adafv.vision import VisualTokens
 
     path = folder / "tower.onnx"
     if not path.is_file():
         folder.mkdir(parents=True, exist_ok=True)
-        visual = VisualTokens.from_llava(loaded.model).float()
+        visual = loaded.arch.visual(loaded.model).float()
         shapes = graph_shapes(loaded.arch, loaded.config, None, 8)
         export_tower(TowerGraph(visual, value_table(pipe.manifest["preprocess"])), shapes, path)
     return ort.InferenceSession(str(path), providers=providers or ["CPUExecutionProvider"])

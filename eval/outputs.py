@@ -17,11 +17,7 @@ import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from adafv.errors import AdafvError
-
-
-class OutputError(AdafvError, ValueError):
-    """An output path that would lose a file, or that cannot be written."""
+from adafv.errors import OutputError
 
 
 def check_output(

@@ -72,6 +72,7 @@ def _size(root: Path, name: str) -> float:
 
 def plan(bundle: str | Path, device: str, context: int | None = None, crops: int | None = None) -> dict[str, Any]:
     from adafv.runtime import manifest as bundle_format
+    from adafv.runtime.placement import graph_for
 
     if device not in DEVICES:
         from adafv.errors import ConfigError
@@ -80,8 +81,7 @@ def plan(bundle: str | Path, device: str, context: int | None = None, crops: int
     d = DEVICES[device]
     root = Path(bundle)
     m = bundle_format.read_manifest(root)
-    files = m["vision"]["files"]
-    vision_file = files.get("fp16", files["fp32"]) if d.gpu else files.get("int8", files["fp32"])
+    vision_file = graph_for(m, d.gpu)
     llm = m["llm"]
     lo, hi = m["vision"]["crops"]
     if crops is not None and not lo <= crops <= hi:

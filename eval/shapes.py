@@ -50,38 +50,13 @@ def checkpoint(shapes: str, seed: int = 0) -> str:
 def _save(shapes: str, seed: int, out: Path) -> None:
     import shutil
 
-    import torch
-    from transformers import (
-        CLIPVisionConfig,
-        LlamaConfig,
-        LlavaNextConfig,
-        LlavaNextForConditionalGeneration,
-        LlavaNextImageProcessorPil,
-        LlavaNextProcessor,
-    )
-
-    from adafv import tiny
+    from adafv import archs, tiny
 
     tokenizer = tiny.hf_tokenizer()
-    text = LlamaConfig(**LLMS[shapes], bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                       pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False)  # fmt: skip
-    config = LlavaNextConfig(
-        vision_config=CLIPVisionConfig(**CLIP_L),
-        text_config=text,
-        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
-        image_grid_pinpoints=PINPOINTS,
-        vision_feature_layer=-2,
-        vision_feature_select_strategy="default",
-    )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = LlavaNextForConditionalGeneration(config).eval()
-    image_processor = LlavaNextImageProcessorPil(
-        size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336}, image_grid_pinpoints=PINPOINTS
-    )
-    processor = LlavaNextProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=14,
-                                   vision_feature_select_strategy="default", num_additional_image_tokens=1,
-                                   chat_template=tiny.CHAT_TEMPLATE)  # fmt: skip
+    text = {**LLMS[shapes], "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id, "tie_word_embeddings": False}  # fmt: skip
+    model, processor = archs.get("llava_next").build(CLIP_L, text, tokenizer, seed=seed,
+                                                     chat_template=tiny.CHAT_TEMPLATE, pinpoints=PINPOINTS)  # fmt: skip
     partial = out.with_name(out.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     model.save_pretrained(partial)

@@ -171,11 +171,12 @@ def show(model: str, image_path: str, prompt: str, out: Path, methods: list[str]
 def _reference_rows(model: str, image, prompt: str, methods: list[str], keep: int | None):
     import torch
 
-    from adafv.baselines import visionzip
+    from adafv import methods as registry
+    from adafv.baselines import fastervlm_positions, visionzip
     from adafv.export.preprocess_spec import image_processor_spec
+    from adafv.ops import largest
     from adafv.pipeline import Reference
     from adafv.runtime.preprocess import preprocess
-    from adafv.select import _largest, fastervlm_positions, select
 
     reference = Reference.load(model)
     analysis = reference.analyse(image, prompt)  # the tower once, for every method
@@ -188,20 +189,21 @@ def _reference_rows(model: str, image, prompt: str, methods: list[str], keep: in
     rows, kept = [], {}
     with torch.no_grad():
         for method in methods:
-            if method == "visionzip":  # merges before the projector: dominant patches and contextual tokens
+            if registry.get(method).merges:  # visionzip merges before the projector: dominant and contextual tokens
                 zipped = visionzip(analysis.hidden[None], saliency[None], analysis.keys[None], keep)
                 chosen = zipped.positions[0].tolist()
                 cues = {p: "merged" if m else "saliency" for p, m in zip(chosen, zipped.contextual[0].tolist())}
             else:
-                chosen = select(method, saliency[None], relevance[None], keep, tokens=tokens.reshape(1, N * P, D))[0]
+                chosen = registry.select(method, saliency[None], relevance[None], keep,
+                                        tokens=tokens.reshape(1, N * P, D))[0]  # fmt: skip
                 chosen = chosen.tolist()
                 if method == "adafv":
-                    by_relevance = set(_largest(relevance[None].float(), keep)[1][0].tolist())
+                    by_relevance = set(largest(relevance[None].float(), keep)[1][0].tolist())
                     by_saliency = set(fastervlm_positions(saliency[None], relevance[None], keep)[0].tolist())
                     cues = {p: "both" if p in by_relevance and p in by_saliency else
                             "relevance" if p in by_relevance else "saliency" for p in chosen}  # fmt: skip
                 else:
-                    cues = {p: {"fastervlm": "saliency", "text": "relevance"}.get(method, "kept") for p in chosen}
+                    cues = {p: registry.get(method).cue for p in chosen}
             rows.append((f"{method}, keep {keep} of {N * P}", *paint(base, canvas, cues, side, grid[1])))
             kept[method] = len(chosen)
     legend = ["saliency", "relevance", "both", *(["merged"] if "visionzip" in methods else []), "kept"]

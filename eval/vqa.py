@@ -28,17 +28,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from adafv.errors import AdafvError
+from adafv.errors import DataError
 
 SUFFIX = "Answer the question using a single word or phrase."
 NUMBERS = {"none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6",
            "seven": "7", "eight": "8", "nine": "9", "ten": "10"}  # fmt: skip
 ARTICLES = {"a", "an", "the"}
 _PUNCT = re.compile(r"[;/\[\]\"{}()=+\\_\-><@`,?!*#%^&$~|:']")
-
-
-class DataError(AdafvError, ValueError):
-    """A data file line that cannot be evaluated (missing field, unreadable image path)."""
 
 
 def normalize(answer: str) -> str:

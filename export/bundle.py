@@ -37,6 +37,7 @@ from adafv.config import AdaFVConfig
 from adafv.errors import ConfigError
 from adafv.models import LoadedModel, ModelSpec, fingerprint, load, peek, resolve
 from adafv.runtime import manifest as bundle_format
+from adafv.runtime.contract import TOLERANCES
 from adafv.runtime.errors import BundleError
 from adafv.runtime.providers import TARGET_PROVIDERS, TARGETS
 
@@ -318,7 +319,6 @@ def _reusable(out: Path, key: str) -> dict:
 def _write_bundle(config, loaded: LoadedModel, shapes: GraphShapes, root: Path, key: str, steps: _Steps) -> dict:
 
     from adafv.runtime.preprocess import value_table
-    from adafv.vision import VisualTokens
 
     from .llm import MIN_ONNXRUNTIME, export_embeddings, export_llm, export_tokenizer, verify_decoder
     from .preprocess_spec import image_processor_spec
@@ -327,7 +327,7 @@ def _write_bundle(config, loaded: LoadedModel, shapes: GraphShapes, root: Path, 
         preprocess = image_processor_spec(loaded.processor)  # unsupported processors fail before the long steps
     except ValueError as e:
         raise BuildError(f"the model's image processor cannot be reproduced by the runtime: {e}") from e
-    visual = VisualTokens.from_llava(loaded.model).float()  # the FP32 graph is the reference; FP16 is derived from it
+    visual = loaded.arch.visual(loaded.model).float()  # the FP32 graph is the reference; FP16 is derived from it
     graph = VisionGraph(visual, config.selection, shapes.anyres, value_table(preprocess)).eval()
     vision = root / "vision.onnx"
     exported = steps.run("export vision graph to ONNX", export_onnx, graph, shapes, vision)
@@ -344,8 +344,8 @@ def _write_bundle(config, loaded: LoadedModel, shapes: GraphShapes, root: Path, 
     vision_files = {"fp32": vision.name}
     fp32_nodes: list[str] = []
     if config.precision == "fp16":
-        from .precision import fp32_nodes as pinned
-        from .precision import to_fp16
+        from adafv.calib.fp16 import to_fp16
+        from adafv.calib.regions import fp32_nodes as pinned
 
         half = root / "vision.fp16.onnx"
         steps.run("FP16 graph (selection and LayerNorms in FP32)", to_fp16, vision, half)
@@ -370,7 +370,7 @@ def _write_bundle(config, loaded: LoadedModel, shapes: GraphShapes, root: Path, 
     )
     layout = {"kind": config.selection.layout if shapes.anyres else "compact"}
     if layout["kind"] == "rows":  # the model's own row separator, in the embedding table's dtype
-        newline = loaded.model.model.image_newline.detach().float().numpy().astype(embed["dtype"])  # (D,)
+        newline = loaded.arch.newline(loaded.model).detach().float().numpy().astype(embed["dtype"])  # (D,)
         np.save(root / "newline.npy", newline)
         layout["newline"] = "newline.npy"
     table = np.load(root / "embed.npy", mmap_mode="r")
@@ -399,15 +399,8 @@ def _write_bundle(config, loaded: LoadedModel, shapes: GraphShapes, root: Path, 
             "engines": engines,
             "tensorrt": trt_note,
             "opset": exported["opset"],
-            "inputs": {
-                "pixel_values": {"shape": ["crops", 3, shapes.image_size, shapes.image_size], "dtype": "uint8"},
-                "text_embeds": {"shape": ["text", shapes.hidden_size], "dtype": "float32"},
-                **({"image_grid": {"shape": [2], "dtype": "int64"}} if shapes.anyres else {}),
-            },
-            "outputs": {
-                "kept_tokens": {"shape": [config.selection.keep, shapes.hidden_size], "dtype": "float32"},
-                "kept_positions": {"shape": [config.selection.keep], "dtype": "int64"},
-            },
+            "inputs": shapes.contract(config.selection.keep).inputs(),
+            "outputs": shapes.contract(config.selection.keep).outputs(),
             "crops": list(shapes.crops),
             "max_text": shapes.max_text,
             "patches_per_crop": shapes.patches_per_crop,
@@ -519,7 +512,7 @@ def _prompt_ids(loaded: LoadedModel, prompt: str) -> list[int]:
 
 
 def _fp16_parity(path: Path, cases: list[ParityCase]) -> dict:
-    """FP16 cannot match FP32 to 1e-4: report the overlap of kept positions and the token error instead."""
+    """FP16 cannot match FP32 to the FP32 tolerance: report the overlap of kept positions and the token error."""
 
     session = _session(path)
     overlaps, worst = [], 0.0
@@ -530,8 +523,9 @@ def _fp16_parity(path: Path, cases: list[ParityCase]) -> dict:
         same = positions == want_positions
         if same.any():
             worst = max(worst, float(np.abs(tokens[same] - want_tokens[same]).max()))
-    if min(overlaps) < 0.9:
-        raise BuildError(f"the FP16 graph keeps different tokens: position overlap {min(overlaps):.2f} < 0.90")
+    if min(overlaps) < TOLERANCES.fp16_min_overlap:
+        raise BuildError(f"the FP16 graph keeps different tokens: position overlap {min(overlaps):.2f} < "
+                         f"{TOLERANCES.fp16_min_overlap:.2f}")  # fmt: skip
     return {"cases": len(cases), "min_position_overlap": min(overlaps), "max_token_abs_diff": worst}
 
 
@@ -559,7 +553,8 @@ def _maybe_tensorrt(config, root, shapes, vision, vision_files, fp32_nodes, sess
             cache,
         )
         engine["parity"] = steps.run("parity: TensorRT vs ONNX Runtime", trt_parity, root / engine["file"], session,
-                                     cases, 1e-3 if config.precision == "fp32" else 5e-2)  # fmt: skip
+                                     cases, TOLERANCES.trt_atol[config.precision if config.precision == "fp32"
+                                                                else "fp16"])  # fmt: skip
     except TensorRTUnavailable as e:
         return f"not built: {e}"
     engines.append(engine)

@@ -11,11 +11,14 @@ from pathlib import Path
 
 import numpy as np
 
+from adafv.calib.regions import in_selection
+from adafv.config import TOPK_LIMIT as TOPK_K_LIMIT
+from adafv.runtime.contract import TOLERANCES
+
 from .errors import BuildError
-from .trt_ops import CONSTANT_INPUTS, DATA_DEPENDENT_SHAPE_OPS, SUPPORTED, TOPK_K_LIMIT
+from .trt_ops import CONSTANT_INPUTS, DATA_DEPENDENT_SHAPE_OPS, SUPPORTED
 
 # their math stays float32
-SELECTION_MODULES = ("adafv.saliency.ClsSaliency", "adafv.vision.SelectTokens", "adafv.vision.ZipTokens")
 FLOAT32_OPS = frozenset({"CumSum", "Softmax", "ReduceL2", "TopK", "ReduceMax", "ReduceMin", "ArgMax", "Div"})
 
 _ELEM = {1: "f32", 2: "u8", 3: "i8", 6: "i32", 7: "i64", 9: "bool", 10: "f16", 11: "f64", 16: "bf16"}
@@ -39,21 +42,6 @@ class LintReport:
     @property
     def ok(self) -> bool:
         return not self.problems
-
-
-def in_pixel_table(node) -> bool:
-    """Whether a node was traced from the pixel table (uint8 -> float32 through the processor's table)."""
-    return any(
-        prop.key == "pkg.torch.onnx.class_hierarchy" and "PixelTable" in prop.value for prop in node.metadata_props
-    )
-
-
-def in_selection(node) -> bool:
-    """Whether a node was traced from the selection modules (saliency row, relevance, AdaFV), by its metadata."""
-    for prop in node.metadata_props:
-        if prop.key == "pkg.torch.onnx.class_hierarchy" and any(m in prop.value for m in SELECTION_MODULES):
-            return True
-    return False
 
 
 def _constants(model) -> dict[str, np.ndarray]:
@@ -173,7 +161,7 @@ def overlap(got: np.ndarray, want: np.ndarray) -> float:
     return sum((a & b).values()) / max(sum(b.values()), 1)
 
 
-def check_parity(session, cases: list[ParityCase], atol: float = 1e-4) -> dict:
+def check_parity(session, cases: list[ParityCase], atol: float = TOLERANCES.tokens_atol) -> dict:
     """Run each case through an ONNX Runtime session; positions must be identical and tokens within atol."""
     failures, worst = [], 0.0
     for case in cases:

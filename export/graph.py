@@ -21,14 +21,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from adafv import methods
 from adafv.config import GRAPH_METHODS, TOPK_LIMIT, AdaFVConfig
 from adafv.errors import ConfigError
+from adafv.runtime import contract
 from adafv.vision import SelectTokens, VisualTokens, ZipTokens
 
 OPSET = 18
-INPUTS_ANYRES = ["pixel_values", "text_embeds", "image_grid"]
-INPUTS_SINGLE = ["pixel_values", "text_embeds"]
-OUTPUTS = ["kept_tokens", "kept_positions"]
+OUTPUTS = list(contract.OUTPUTS)
 
 
 class PixelTable(nn.Module):
@@ -58,7 +58,7 @@ class VisionGraph(nn.Module):
         super().__init__()
         self.pixels = PixelTable(pixel_table)
         self.visual = visual
-        self.merges = config.method == "visionzip"  # merges before the projector instead of choosing after it
+        self.merges = methods.get(config.method).merges  # visionzip: merges before the projector, not after
         if self.merges:
             self.zip = ZipTokens(config, visual.patches_per_side)
         else:
@@ -92,9 +92,13 @@ class GraphShapes:
         if self.max_text < 1:
             raise ConfigError(f"max_text must be >= 1, got {self.max_text}")
 
+    def contract(self, keep: int) -> contract.VisionContract:
+        """The graph's I/O contract (adafv.runtime.contract) at a fixed keep."""
+        return contract.VisionContract(self.image_size, self.hidden_size, keep, self.crops, self.max_text, self.anyres)
+
     @property
     def input_names(self) -> list[str]:
-        return INPUTS_ANYRES if self.anyres else INPUTS_SINGLE
+        return self.contract(1).input_names
 
 
 def check_keep(config: AdaFVConfig, shapes: GraphShapes) -> None:
@@ -125,15 +129,13 @@ def example_inputs(shapes: GraphShapes, crops: int, text: int, grid=(1, 2), seed
 
 def export_onnx(graph: VisionGraph, shapes: GraphShapes, path: Path) -> dict:
     """Export to `path` (+ `path.data` external weights). Returns facts for the manifest."""
-    single = shapes.crops[1] == 1  # LLaVA-1.5: always one crop, a static axis
-    crops_dim = None if single else torch.export.Dim("crops", min=shapes.crops[0], max=shapes.crops[1])
-    text_dim = torch.export.Dim("text", min=1, max=shapes.max_text)
+    io = shapes.contract(1)
+    single = io.single_crop  # LLaVA-1.5: always one crop, a static axis
     # >= 2 crops and >= 2 text tokens in the example, else the exporter specialises the axis to a constant
     n = 1 if single else max(2, shapes.crops[0])
     example = example_inputs(shapes, n, min(5, shapes.max_text), grid=(1, n - 1) if shapes.anyres else (1, 1))
-    dynamic = {"pixel_values": {} if single else {0: crops_dim}, "text_embeds": {0: text_dim}}
-    if shapes.anyres:
-        dynamic["image_grid"] = {}
+    dynamic = {name: {axis: torch.export.Dim(dim, min=lo, max=hi) for axis, (dim, lo, hi) in axes.items()}
+               for name, axes in io.dynamic_axes().items()}  # fmt: skip
     start = time.perf_counter()
     _export(graph, example, shapes.input_names, OUTPUTS, dynamic, path)
     return {"opset": OPSET, "export_seconds": round(time.perf_counter() - start, 2)}

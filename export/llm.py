@@ -40,16 +40,10 @@ class LLMExportError(BuildError):
 
 def causal_lm(model):
     """A standalone causal LM (e.g. LlamaForCausalLM, MistralForCausalLM) composed of the VLM's own language model
-    and head: the modules are shared, not copied, so a 7B model is not held twice while it is saved."""
-    import torch
-    from transformers import AutoModelForCausalLM
+    and head by its architecture family: the modules are shared, not copied, so a 7B model is not held twice."""
+    from adafv import archs
 
-    with torch.device("meta"):  # an empty shell: its own (meta) weights are replaced below
-        lm = AutoModelForCausalLM.from_config(model.config.text_config)
-    lm.model = model.model.language_model
-    lm.lm_head = model.lm_head
-    lm.generation_config = model.generation_config
-    return lm.eval()
+    return archs.get(model.config.model_type).language_model(model)
 
 
 # Runs the builder so that it dies with us, even by SIGKILL: on Linux the child asks the kernel for SIGKILL when its

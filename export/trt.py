@@ -6,7 +6,7 @@
 * FP32: the FP32 graph as is.
 * FP16 on TensorRT 10 (JetPack 6): the FP32 graph with the FP16 builder flag, precision constraints `obey`, and the
   selection subgraph and LayerNorms pinned to FP32 layer by layer.
-* FP16 on TensorRT 11 (no FP16/INT8 builder flags): the mixed-precision graph (export/precision.py) parsed as a
+* FP16 on TensorRT 11 (no FP16/INT8 builder flags): the mixed-precision graph (calib/fp16.py) parsed as a
   strongly typed network, so the ONNX types are the engine's precisions.
 * A timing cache shared by builds on the same TensorRT and GPU; the engine is named
   `vision.<tensorrt version>-sm<compute capability>.plan` (engines are not portable across either).

@@ -5,7 +5,6 @@ Restrictions the lint enforces beyond types: TopK's K a constant < 3840 with sor
 ops' axes constant; no operator whose output shape depends on data (NonZero, Unique, Compress, NonMaxSuppression).
 """
 
-TOPK_K_LIMIT = 3840
 DATA_DEPENDENT_SHAPE_OPS = frozenset({"NonZero", "Unique", "Compress", "NonMaxSuppression", "StringSplit"})
 CONSTANT_INPUTS = {  # op -> index of the input that TensorRT needs as an initializer / constant
     "TopK": 1,

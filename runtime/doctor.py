@@ -78,21 +78,10 @@ def _tensorrt() -> dict[str, Any]:
 
 def _bundle(root: Path) -> dict[str, Any]:
     from . import manifest as bundle_format
-    from .pipeline import _matching_plan, decoder_providers, vision_file
-    from .providers import target_mismatch, working_providers
+    from .placement import decide
 
     m = bundle_format.read_manifest(root)
-    providers = working_providers()
-    plan = _matching_plan(root, m, required=False)
-    engines = m["vision"].get("engines", [])
-    if plan is not None:
-        engine, why = "tensorrt", f"its plan {plan.name} matches this machine's TensorRT and GPU"
-    elif engines:
-        engine, why = "onnxruntime", "its TensorRT plans were built for another TensorRT or GPU (or none here)"
-    else:
-        engine, why = "onnxruntime", f"no TensorRT plan in the bundle ({m['vision'].get('tensorrt', 'not built')})"
-    chosen = vision_file(m, providers)
-    decoder = decoder_providers(providers)
+    p = decide(root, m)
     return {
         "path": str(root),
         "model": m["model"]["name"],
@@ -100,13 +89,13 @@ def _bundle(root: Path) -> dict[str, Any]:
         "precision": m["precision"],
         "target": m["target"],
         "built_for": m.get("providers"),
-        "vision_engine": engine,
-        "vision_engine_why": why,
-        "vision_file": chosen if engine == "onnxruntime" else plan.name,
-        "vision_providers": providers,
-        "decoder_providers": decoder,
+        "vision_engine": p.backend,
+        "vision_engine_why": p.why,
+        "vision_file": p.vision_file,
+        "vision_providers": p.vision_providers,
+        "decoder_providers": p.decoder_providers,
         "decoder_io": m["llm"].get("io"),
-        "warning": target_mismatch(m["target"], decoder[0]),
+        "warning": p.warning,
     }
 
 

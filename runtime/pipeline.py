@@ -23,12 +23,14 @@ from typing import Any
 import numpy as np
 
 from . import manifest as bundle_format
+from .contract import VisionContract
 from .errors import BundleError, EngineError, ImageError, OptionError, PromptError, first_line
 from .llm import Decoder, Sampler, session_dtype
+from .placement import BACKENDS, Placement, decide, with_trt_options
 from .preprocess import PreparedImage, prepare, preprocess
-from .providers import GPU_PROVIDERS, best_providers, target_mismatch
+from .providers import GPU_PROVIDERS
 
-ENGINES = ("auto", "onnxruntime", "tensorrt")
+ENGINES = BACKENDS
 WARMUP_PROMPT = "What is in the picture?"
 
 
@@ -45,7 +47,7 @@ class Pipeline:
         self.providers = providers
         self.engine = engine
         self.warmup_ms: float | None = None
-        self._plan = None
+        self.placement: Placement | None = None
         self._vision = None
         self._decoder = None
         self._tokenizer = None
@@ -73,22 +75,17 @@ class Pipeline:
         root = Path(bundle)
         m = bundle_format.read_manifest(root)
         check_requirements(root, m)
-        if engine not in ENGINES:
-            raise BundleError(f"unknown engine {engine!r}; choose {', '.join(ENGINES)}")
         built_keep = m["selection"]["keep"]
         if keep is not None and keep != built_keep:
             raise BundleError(f"{root} was built for keep={built_keep}, not keep={keep}: build one with that keep")
         bundle_format.verify_files(root, m, hashes=verify)
         files = bundle_format.snapshot(root, m)  # what was verified: a file changed later is refused, not used
-        plan = _matching_plan(root, m, required=engine == "tensorrt")
-        chosen = "tensorrt" if plan is not None and engine != "onnxruntime" else "onnxruntime"
-        pipe = cls(root, m, list(providers) if providers else best_providers(), chosen)
-        pipe._plan = plan
+        placement = decide(root, m, providers, engine)
+        pipe = cls(root, m, placement.vision_providers, placement.backend)
+        pipe.placement = placement
         pipe._files = files
-        decoder_provider = decoder_providers(pipe.providers)[0]
-        mismatch = target_mismatch(m["target"], decoder_provider)
-        if mismatch:
-            warnings.warn(mismatch, TargetWarning, stacklevel=2)
+        if placement.warning:
+            warnings.warn(placement.warning, TargetWarning, stacklevel=2)
         if warmup or (warmup is None and pipe.providers[0] in GPU_PROVIDERS):
             pipe.warmup()
         return pipe
@@ -133,6 +130,11 @@ class Pipeline:
         return self.manifest["selection"]["keep"]
 
     @property
+    def contract(self) -> VisionContract:
+        """The vision graph's I/O contract (adafv.runtime.contract)."""
+        return VisionContract.from_manifest(self.manifest)
+
+    @property
     def max_text(self) -> int:
         return self.manifest["vision"]["max_text"]
 
@@ -143,9 +145,9 @@ class Pipeline:
             if self.engine == "tensorrt":
                 from .trt import PlanRunner
 
-                self._vision = PlanRunner(self._plan)
+                self._vision = PlanRunner(self.placement.plan)
             else:
-                self._vision = _OrtVision(self.root, self.manifest, self.providers)
+                self._vision = _OrtVision(self.root, self.manifest, self.providers, self.placement.vision_file)
         return self._vision
 
     @property
@@ -172,8 +174,13 @@ class Pipeline:
 
     def _load_decoder(self) -> Decoder:
         if self._decoder is None:
-            self._decoder = Decoder(self.root, self.manifest["llm"], decoder_providers(self.providers))
+            self._decoder = Decoder(self.root, self.manifest["llm"], self.placement.decoder_providers)
         return self._decoder
+
+    @property
+    def decoder(self) -> Decoder:
+        """The bundle's decoder (its session created on first use): `generate` over any prompt embeddings."""
+        return self._load_decoder()
 
     @property
     def session_providers(self) -> dict[str, str]:
@@ -239,10 +246,7 @@ class Pipeline:
     def vision_feeds(self, pixels: np.ndarray, text_embeds: np.ndarray, grid: tuple[int, int], dtype=np.float32):
         """The vision graph's inputs by name: uint8 pixels (N, 3, S, S), text embeddings (T, D) in `dtype`, and for
         anyres graphs the crop grid (2,) int64."""
-        feeds = {"pixel_values": pixels, "text_embeds": np.asarray(text_embeds).astype(dtype, copy=False)}
-        if "image_grid" in self.manifest["vision"]["inputs"]:
-            feeds["image_grid"] = np.asarray(grid, dtype=np.int64)
-        return feeds
+        return self.contract.feeds(pixels, text_embeds, grid, dtype)
 
     def run(
         self,
@@ -397,62 +401,17 @@ def _check_image(image) -> None:
         raise ImageError(f"the image cannot be read: {e}") from e
 
 
-def trt_cache_dir(manifest: dict[str, Any]) -> Path:
-    """Where ONNX Runtime's TensorRT provider keeps the engines it builds for a bundle (one build per machine)."""
-    import os
-
-    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return base / "adafv" / "ort-trt" / manifest.get("build_key", "unkeyed")
-
-
-def vision_providers(providers: list[str], manifest: dict[str, Any]) -> list:
-    """The TensorRT provider with its engine and timing caches on (else it rebuilds on every start)."""
-    out: list = []
-    for p in providers:
-        if p == "TensorrtExecutionProvider":
-            cache = trt_cache_dir(manifest)
-            cache.mkdir(parents=True, exist_ok=True)
-            options = {
-                "trt_engine_cache_enable": True,
-                "trt_engine_cache_path": str(cache),
-                "trt_timing_cache_enable": True,
-                "trt_timing_cache_path": str(cache),
-                "trt_fp16_enable": manifest["precision"] == "fp16",
-            }
-            out.append((p, options))
-        else:
-            out.append(p)
-    return out
-
-
-def vision_file(manifest: dict[str, Any], providers: list[str]) -> str:
-    """The vision graph a provider runs best: INT8 on the CPU (integer kernels), FP16 on a GPU, else FP32; the
-    TensorRT provider takes the FP32 graph and applies FP16 itself."""
-    files = manifest["vision"]["files"]
-    if providers[0] == "TensorrtExecutionProvider":
-        return files["fp32"]
-    if providers[0] in GPU_PROVIDERS:
-        return files.get("fp16", files["fp32"])
-    return files.get("int8", files["fp32"])
-
-
-def decoder_providers(providers: list[str]) -> list[str]:
-    """The int4 decoder's ops (MatMulNBits, GroupQueryAttention) are ONNX Runtime contrib ops: CUDA or CPU only."""
-    return [p for p in providers if p != "TensorrtExecutionProvider"] or ["CPUExecutionProvider"]
-
-
 class _OrtVision:
-    def __init__(self, root: Path, manifest: dict[str, Any], providers: list[str]):
+    def __init__(self, root: Path, manifest: dict[str, Any], providers: list[str], name: str):
         import onnxruntime as ort
 
-        name = vision_file(manifest, providers)
         path = root / name
         try:
-            self.session = ort.InferenceSession(str(path), providers=vision_providers(providers, manifest))
+            self.session = ort.InferenceSession(str(path), providers=with_trt_options(providers, manifest))
         except Exception as e:  # ONNX Runtime refusing the graph (too old for its opset, a converter's defect)
             raise BundleError(f"ONNX Runtime {ort.__version__} cannot load {path}: {first_line(e)}") from e
         self.dtypes = {i.name: session_dtype(i) for i in self.session.get_inputs()}
-        _check_graph(path, self.session, manifest)
+        VisionContract.from_manifest(manifest).check_session(path, self.session)
 
     def run(self, feeds):
         try:
@@ -460,27 +419,6 @@ class _OrtVision:
         except Exception as e:
             raise EngineError(f"ONNX Runtime failed running the vision graph: {first_line(e)}") from e
         return tokens, positions
-
-
-def _check_graph(path: Path, session, manifest: dict[str, Any]) -> None:
-    """The graph's declared shapes must be what the manifest says: `keep` and `D` on the static outputs, uint8
-    pixels of the crop side, text embeddings of width D. A graph from another build fails here, not silently."""
-    m = manifest["vision"]
-    outputs = {o.name: o.shape for o in session.get_outputs()}
-    inputs = {i.name: (i.shape, i.type) for i in session.get_inputs()}
-    keep, dim = manifest["selection"]["keep"], m["hidden_size"]
-    problems = []
-    if outputs.get("kept_tokens") != [keep, dim] or outputs.get("kept_positions") != [keep]:
-        problems.append(f"its outputs are {outputs}, the manifest says keep={keep} and D={dim}")
-    pixels = inputs.get("pixel_values")
-    side = m["inputs"]["pixel_values"]["shape"][2:]
-    if pixels is None or pixels[1] != "tensor(uint8)" or pixels[0][1:] != [3, *side]:
-        problems.append(f"its pixel input is {pixels}, the manifest says uint8 (crops, 3, {side[0]}, {side[1]})")
-    text = inputs.get("text_embeds")
-    if text is None or text[0][-1] != dim:
-        problems.append(f"its text input is {text}, the manifest says width {dim}")
-    if problems:
-        raise BundleError(f"{path} does not match the bundle's manifest: " + "; ".join(problems))
 
 
 class _Detokenizer:
@@ -523,30 +461,3 @@ class _Detokenizer:
         piece, self.sent = text[len(self.sent) :], text
         if self.on_text is not None:
             self.on_text(piece)
-
-
-def _matching_plan(root: Path, manifest: dict[str, Any], required: bool) -> Path | None:
-    """The bundle's TensorRT plan for this machine's TensorRT and GPU, or None (an error when required)."""
-    engines = manifest["vision"].get("engines", [])
-    if not engines:
-        if required:
-            raise BundleError(f"{root} has no TensorRT engine ({manifest['vision'].get('tensorrt', 'none built')})")
-        return None
-    from .trt import TensorRTUnavailable, compute_capability, tensorrt_version
-
-    try:
-        version, sm = tensorrt_version(), compute_capability()
-    except TensorRTUnavailable as e:
-        if required:
-            raise BundleError(f"{root}: cannot run its TensorRT engine here: {e}") from e
-        return None
-    for engine in engines:
-        if engine["tensorrt"] == version and engine["sm"] == sm:
-            return root / engine["file"]
-    if required:
-        built = ", ".join(f"TensorRT {e['tensorrt']} for sm{e['sm']}" for e in engines)
-        raise BundleError(
-            f"{root} has engines built with {built}; this machine has TensorRT {version} on sm{sm}. TensorRT engines "
-            "are not portable: rebuild here with `adafv engine ... --force`"
-        )
-    return None

@@ -56,13 +56,14 @@ class PlanRunner:
     """Runs a serialized TensorRT engine: feeds name -> numpy, returns kept_tokens, kept_positions."""
 
     def __init__(self, path):
-        import numpy as np
         from polygraphy.backend.common import BytesFromPath
         from polygraphy.backend.trt import EngineFromBytes, TrtRunner
 
         self._runner = TrtRunner(EngineFromBytes(BytesFromPath(str(path))))
         self._runner.activate()
-        self.dtypes = {"pixel_values": np.uint8, "text_embeds": np.float32, "image_grid": np.int64}
+        from .contract import DTYPES
+
+        self.dtypes = dict(DTYPES)
 
     def run(self, feeds: dict):
         import numpy as np

@@ -25,26 +25,25 @@ import asyncio
 import logging
 import os
 import socket
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from adafv.errors import ConfigError
 
-from .app import run_pipeline, stream_in_thread
+from .backend import LocalBackend, run_pipeline, stream_in_thread
 
 APP_NAME = "adafv"
 
 
-class Replica:
-    """One model instance in its own Ray process: a Pipeline, one request at a time (the router sends no more, and
-    one worker thread runs them, so a cancelled generation's last step finishes before the next request starts)."""
+class Replica(LocalBackend):
+    """One model instance in its own Ray process: the in-process backend over its own Pipeline, one request at a
+    time (the router sends no more, and one worker thread runs them, so a cancelled generation's last step finishes
+    before the next request starts); each result names the replica."""
 
     def __init__(self, bundle: str):
         from adafv.runtime import Pipeline
 
-        self.pipe = Pipeline.load(bundle, warmup=True)
+        super().__init__(Pipeline.load(bundle, warmup=True))
         self.name = f"{socket.gethostname()}:{os.getpid()}"
-        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="adafv-replica")
 
     def _run(self, request: dict, on_token=None) -> dict:
         return {**run_pipeline(self.pipe, request, on_token), "replica": self.name}

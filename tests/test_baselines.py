@@ -9,7 +9,8 @@ import torch
 
 from adafv import AdaFVConfig
 from adafv.baselines import dart_positions, divprune_positions, visionzip, visionzip_split
-from adafv.select import _quotas, select
+from adafv.errors import ConfigError, ScoreError
+from adafv.methods import select
 
 
 def test_dart_by_hand():
@@ -46,7 +47,7 @@ def test_contract(method):
         for row in out.tolist():
             assert row == sorted(set(row)) and 0 <= row[0] and row[-1] < N * P
     assert select(method, sal, rel, N * P, tokens=tokens).tolist() == [list(range(N * P))] * B
-    with pytest.raises(Exception, match="selects from the visual tokens"):
+    with pytest.raises(ScoreError, match="selects from the visual tokens"):
         select(method, sal, rel, 4)
 
 
@@ -98,8 +99,9 @@ def test_visionzip_contract():
     saliency, keys = torch.rand((B, N, P), generator=g), torch.randn((B, N, P, 4), generator=g)
     for keep in (2, 23, 100, 191):
         zipped = visionzip(hidden, saliency, keys, keep)
-        quota = _quotas(keep, torch.arange(N))
-        _, contextual = visionzip_split(quota)
+        quota = torch.tensor([keep // N + (n < keep % N) for n in range(N)])  # by hand: the first crops one more
+        contextual = quota * 10 // 64  # the paper's 10 contextual tokens in 64
+        assert [t.tolist() for t in visionzip_split(quota)] == [(quota - contextual).tolist(), contextual.tolist()]
         assert zipped.positions.shape == zipped.contextual.shape == (B, keep)
         assert zipped.features.shape == (B, keep, C)
         flat = hidden.reshape(B, N * P, C)
@@ -119,7 +121,7 @@ def test_visionzip_contract():
                 others[mine] = False
                 if len(mine) and others.any():
                     assert saliency[b, n, mine].min() >= saliency[b, n, others].max()
-    with pytest.raises(Exception, match="visionzip merges tokens"):
+    with pytest.raises(ConfigError, match="visionzip merges tokens"):
         select("visionzip", saliency.reshape(B, N, P), None, 4)
     for keep in (N * P, N * P + 7):  # nothing to drop: every patch as it is, as every method does
         zipped = visionzip(hidden, saliency, keys, keep)
@@ -128,14 +130,19 @@ def test_visionzip_contract():
 
 
 @pytest.mark.parametrize("method", ["dart", "divprune", "visionzip"])
-def test_compiles_into_an_engine_with_parity(method, tmp_path):
-    """The build's own parity check (ONNX Runtime vs PyTorch, identical positions) passes for the baseline."""
+def test_compiles_into_an_engine_with_parity(method, tmp_path, tiny_next, photos):
+    """Built into a bundle, the baseline keeps on a photo the probes never saw what the PyTorch reference keeps."""
     from adafv.export.bundle import EngineConfig, build
+    from adafv.runtime import Pipeline
 
-    config = EngineConfig("tiny-llava-next", AdaFVConfig(keep=24, method=method), target="cpu", max_probes=3)
+    config = EngineConfig("tiny-llava-next", AdaFVConfig(keep=24, method=method), target="cpu", max_probes=3,
+                          llm_precision="fp32")  # fmt: skip
     result = build(config, out=tmp_path / method, progress=False)
     assert result.manifest["selection"]["method"] == method
-    assert result.manifest["parity"]["fp32"]["positions"] == "identical"
+    image = photos["chelsea.png"]
+    got = Pipeline.load(result.path, warmup=False).run(image, "What is this?", max_new_tokens=1)
+    want = tiny_next.run(image, "What is this?", AdaFVConfig(keep=24, method=method), 1)
+    assert got["kept_positions"] == want["kept_positions"]
 
 
 def test_visionzip_bundle_gives_the_reference_greedy_tokens(tmp_path, tiny_next, photos):

@@ -82,7 +82,7 @@ def test_cuda_bundle_answers_through_the_runtime_and_keeps_the_fp32_positions(cu
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         half = Pipeline.load(cuda_fp16.path, warmup=False)
-    on_cpu = half._load_decoder().provider == "CPUExecutionProvider"
+    on_cpu = half.decoder.provider == "CPUExecutionProvider"
     assert [w.category for w in caught] == ([TargetWarning] if on_cpu else [])
     full = Pipeline.load(cpu_fp32.path, warmup=False)
     shares = []
@@ -93,7 +93,7 @@ def test_cuda_bundle_answers_through_the_runtime_and_keeps_the_fp32_positions(cu
         assert a["num_kept"] == 64 and a["tokens"], name
         shares.append(overlap(np.array(a["kept_positions"]), np.array(b["kept_positions"])))
     assert min(shares) >= 0.9, shares
-    assert half._load_decoder().embeds_dtype == np.float16 and half._load_decoder().kv_dtype == np.float16
+    assert half.decoder.embeds_dtype == np.float16 and half.decoder.kv_dtype == np.float16
     assert a["host_bytes_per_decode_step"] == 64 * 2 + 512 * 2  # one fp16 row of D=64 in, fp16 logits of V=512 out
 
 

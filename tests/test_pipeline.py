@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from adafv import AdaFVConfig, InputError
-from adafv.select import select
+from adafv.methods import select
 from adafv.vision import reading_order
 
 PROMPTS = ["What is in the picture?", "Describe the colors."]

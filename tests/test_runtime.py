@@ -93,12 +93,24 @@ def test_sampling(bundles, photos):
         pipe.run(image, prompt, top_p=0)
 
 
-def test_timings_and_schema_match_the_reference(bundles, photos):
-    result = Pipeline.load(bundles[("tiny-llava", "exact", "fp32")]).run(photos["chelsea.png"], "What?")
+def test_timings_and_schema_match_the_reference(bundles, photos, tiny_llava):
+    """The bundle's result has every key the reference path's has (plus its own), with the same values where they
+    describe the same thing."""
+    from adafv import AdaFVConfig
+
+    result = Pipeline.load(bundles[("tiny-llava", "exact", "fp32")]).run(photos["chelsea.png"], "What?",
+                                                                          max_new_tokens=4)  # fmt: skip
+    keep = result["keep"]
+    want = tiny_llava.run(photos["chelsea.png"], "What?", AdaFVConfig(keep=keep), 4)
+    missing = set(want) - set(result)
+    assert not missing, missing
+    for key in ("kept_positions", "num_kept", "num_visual_tokens", "num_crops", "grid", "keep", "method", "mode",
+                "tokens", "text"):  # fmt: skip
+        assert result[key] == want[key], key
     t = result["timings_ms"]
     for key in ("preprocess", "vision", "prefill", "time_to_first_token", "decode", "decode_tokens_per_s", "total"):
         assert key in t
-    assert result["path"] == "bundle" and result["engine"] == "onnxruntime"
+    assert result["path"] == "bundle" and want["path"] == "reference" and result["engine"] == "onnxruntime"
 
 
 def test_runtime_runs_without_torch_or_transformers(bundles):
@@ -218,7 +230,8 @@ def test_cli_runs_a_bundle_with_streaming(bundles):
 
 
 def test_provider_choice_and_options(bundles):
-    from adafv.runtime.pipeline import best_providers, decoder_providers, vision_providers
+    from adafv.runtime.placement import best_providers, decoder_providers
+    from adafv.runtime.placement import with_trt_options as vision_providers
 
     offered = ["CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider", "AzureExecutionProvider"]
     assert best_providers(offered) == ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
@@ -262,7 +275,7 @@ def test_shared_kv_buffer_loop_equals_the_textbook_loop(bundles, photos):
     from adafv.runtime.llm import Sampler
 
     pipe = Pipeline.load(bundles[("tiny-llava-next", "exact", "fp32")], warmup=False)
-    decoder = pipe._load_decoder()
+    decoder = pipe.decoder
     pre, post = pipe.prompt_ids("What is in the picture?")
     rng = np.random.default_rng(0)
     embeds = np.concatenate([pipe.embed(pre), rng.standard_normal((64, 64)).astype(np.float32), pipe.embed(post)])

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from adafv import VisualTokens
+from adafv import archs
 
 
 @pytest.mark.parametrize("fixture", ["tiny_next", "tiny_llava"])
@@ -12,7 +12,7 @@ def test_saliency_equals_eager_attention(fixture, request, photos):
     model = ref.model
     assert model.config.vision_config._attn_implementation != "eager"  # we never need eager ourselves
     prepared = ref.prepare(photos["chelsea.png"], "What is in the picture?")
-    tokens, saliency = VisualTokens.from_llava(model)(prepared.pixel_values)
+    tokens, saliency = archs.get(model.config.model_type).visual(model)(prepared.pixel_values)
 
     import copy
 
@@ -31,7 +31,7 @@ def test_saliency_equals_eager_attention(fixture, request, photos):
     features = model.model.multi_modal_projector(out.hidden_states[layer][:, 1:])
     torch.testing.assert_close(tokens, features, atol=1e-5, rtol=1e-5)
     # VisionZip's inputs: the same layer's features before the projector, and its keys averaged over heads
-    hidden, saliency_again, keys = VisualTokens.from_llava(model).hidden(prepared.pixel_values)
+    hidden, saliency_again, keys = archs.get(model.config.model_type).visual(model).hidden(prepared.pixel_values)
     torch.testing.assert_close(hidden, out.hidden_states[layer][:, 1:], atol=1e-5, rtol=1e-5)
     assert torch.equal(saliency_again, saliency)
     heads = model.config.vision_config.num_attention_heads
@@ -41,5 +41,5 @@ def test_saliency_equals_eager_attention(fixture, request, photos):
 
 
 def test_last_tower_layer_is_not_run(tiny_next):
-    visual = VisualTokens.from_llava(tiny_next.model)
+    visual = tiny_next.loaded.arch.visual(tiny_next.model)
     assert len(visual.layers) == tiny_next.model.config.vision_config.num_hidden_layers - 1

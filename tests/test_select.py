@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adafv import ConfigError, ScoreError, select_tokens
-from adafv.select import paper_budget, select
+from adafv.methods import select
+from adafv.select import paper_budget
 from tests import naive
 
 # ---- hand-worked cases -------------------------------------------------------------------------------------------

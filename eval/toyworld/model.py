@@ -52,53 +52,19 @@ def hf_tokenizer():
     )
 
 
-def build_processor(tokenizer=None):
-    """LlavaNextProcessor: anyres over 64-px crops (LLaVA-NeXT's five grids), the tokenizer, the chat template."""
-    from transformers import LlavaNextImageProcessorPil, LlavaNextProcessor
-
-    image_processor = LlavaNextImageProcessorPil(
-        size={"shortest_edge": CROP}, crop_size={"height": CROP, "width": CROP}, image_grid_pinpoints=PINPOINTS
-    )
-    return LlavaNextProcessor(
-        image_processor=image_processor,
-        tokenizer=tokenizer or hf_tokenizer(),
-        patch_size=PATCH,
-        vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,
-        chat_template=CHAT_TEMPLATE,
-    )
-
-
 def build(seed: int = 0, vision: dict | None = None, text: dict | None = None):
     """A freshly initialised (model, processor); `vision` / `text` override entries of VISION / TEXT."""
-    import torch
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaNextConfig, LlavaNextForConditionalGeneration
+    from adafv import archs
 
-    processor = build_processor()
-    tokenizer = processor.tokenizer
-    vision_config = CLIPVisionConfig(
-        **{**VISION, **(vision or {})}, image_size=CROP, patch_size=PATCH, projection_dim=VISION["hidden_size"]
-    )
-    text_config = LlamaConfig(
-        **{**TEXT, **(text or {})},
-        vocab_size=len(tokenizer),
-        max_position_embeddings=1024,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False,
-    )
-    config = LlavaNextConfig(
-        vision_config=vision_config,
-        text_config=text_config,
-        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
-        image_grid_pinpoints=PINPOINTS,
-        vision_feature_layer=-2,
-        vision_feature_select_strategy="default",
-    )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = LlavaNextForConditionalGeneration(config)
+    tokenizer = hf_tokenizer()
+    vision_config = {**VISION, **(vision or {}), "image_size": CROP, "patch_size": PATCH,
+                     "projection_dim": VISION["hidden_size"]}  # fmt: skip
+    text_config = {**TEXT, **(text or {}), "vocab_size": len(tokenizer), "max_position_embeddings": 1024,
+                   "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+                   "pad_token_id": tokenizer.pad_token_id, "tie_word_embeddings": False}  # fmt: skip
+    model, processor = archs.get("llava_next").build(vision_config, text_config, tokenizer, seed=seed,
+                                                     chat_template=CHAT_TEMPLATE, pinpoints=PINPOINTS)  # fmt: skip
+    model.train()  # as a fresh module is, for training
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.bos_token_id = tokenizer.bos_token_id

@@ -18,15 +18,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .checks import in_pixel_table, in_selection
-
-
-def fp32_nodes(model) -> list[str]:
-    """Names of the nodes that must compute in FP32: the pixel table, the selection subgraph and every
-    LayerNormalization."""
-    return [
-        n.name for n in model.graph.node if in_selection(n) or in_pixel_table(n) or n.op_type == "LayerNormalization"
-    ]
+from .regions import fp32_nodes
 
 
 def dedupe_casts(model) -> int:
