@@ -63,9 +63,12 @@ def _size(root: Path, name: str) -> int:
 
 
 def compare(pipe, reduced: Path, reference: Path, chosen, repeats: int = 1, answers: bool = True,
-            timed: int = TIMED, min_items: int | None = None) -> dict[str, Any]:  # fmt: skip
+            timed: int = TIMED, min_items: int | None = None,
+            budget_s: float | None = None) -> dict[str, Any]:  # fmt: skip
     """The report for the graph file `reduced` against the FP32 graph file `reference`, on the items `chosen`
-    (their feeds through `pipe`, a Pipeline over the bundle whose decoder and template answer)."""
+    (their feeds through `pipe`, a Pipeline over the bundle whose decoder and template answer). `budget_s`: stop
+    after the item that would take the report past this many seconds (never before `min_items` items); the report
+    says how many of the held-out items it covered (`heldout`), and `adafv calib report` covers them all."""
     from adafv.runtime.llm import Sampler
 
     from .data import MIN_ITEMS, prepared
@@ -81,7 +84,11 @@ def compare(pipe, reduced: Path, reference: Path, chosen, repeats: int = 1, answ
     decoder = pipe.decoder if answers else None
     eos = set(pipe.manifest["tokenizer"]["eos_token_ids"])
     rows = []
+    began = time.perf_counter()
     for n, (item, feed) in enumerate(used):
+        spent = time.perf_counter() - began
+        if budget_s is not None and n >= min_items and spent + spent / n > budget_s:
+            break  # the next item would not fit the budget
         clock = 1 <= n <= timed  # the first item's run warms each session (allocations); the next `timed` are timed
         (t32, p32), ms32 = _clocked(hi, feed, repeats if clock else 1, reference.name)
         (tlo, plo), mslo = _clocked(lo, feed, repeats if clock else 1, reduced.name)
@@ -118,7 +125,9 @@ def compare(pipe, reduced: Path, reference: Path, chosen, repeats: int = 1, answ
     mean["vision_speedup"] = (statistics.median(r["vision_ms_fp32"] for r in clocked)
                               / statistics.median(r["vision_ms"] for r in clocked)) if clocked else None  # fmt: skip
     mean["size_ratio"] = _size(reduced.parent, reduced.name) / max(_size(reference.parent, reference.name), 1)
-    return {"images": len(rows), "timed": len(clocked), "mean": mean, "per_image": rows, "min_recall": MIN_RECALL,
+    return {"images": len(rows), "heldout": len(used), "seconds": round(time.perf_counter() - began, 1),
+            "budget_s": None if budget_s is None else round(budget_s, 1), "timed": len(clocked), "mean": mean,
+            "per_image": rows, "min_recall": MIN_RECALL,
             "skipped": [{"image": Path(it.image).name, "question": it.question, "reason": why}
                         for it, why in skipped]}  # fmt: skip
 
@@ -148,7 +157,9 @@ def markdown(report: dict[str, Any], title: str) -> str:
     m = report["mean"]
     skipped = report.get("skipped", [])
     lines = [
-        f"{title}: {report['images']} held-out images" + (f", {len(skipped)} skipped" if skipped else ""),
+        f"{title}: {report['images']} held-out images"
+        + (f" of {report['heldout']} (the build's time budget)" if report.get("heldout", 0) > report["images"] else "")
+        + (f", {len(skipped)} skipped" if skipped else ""),
         "",
         "| image | question | Jaccard | recall | cosine | same answer | vision ms (fp32 -> this) |",
         "|---|---|---|---|---|---|---|",

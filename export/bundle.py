@@ -441,6 +441,9 @@ def _write_bundle(config, loaded: LoadedModel, shapes: GraphShapes, root: Path, 
     return bundle_format.write_manifest(root, manifest)
 
 
+REPORT_SHARE = 0.15  # of the build's time, at most, for the precision report (it covers what fits, >= 4 items)
+
+
 def _reduced_precision(config: EngineConfig, root: Path, manifest: dict, steps: _Steps) -> dict:
     """After everything else is written: the INT8 graph (calibrated on the runtime's own feeds of the calibration
     half), and for int8 and fp16 the report on the held-out half against the FP32 graph, into the manifest. An INT8
@@ -472,8 +475,10 @@ def _reduced_precision(config: EngineConfig, root: Path, manifest: dict, steps: 
             facts["built_on"] = {"cpu": describe(here), "int8_pays": pays, "why": why}
         manifest["vision"]["int8"] = facts
     heldout = items(config.calib_data, "heldout")
+    # the build must not spend its time proving itself: the report gets at most REPORT_SHARE of the whole build
+    budget = REPORT_SHARE / (1 - REPORT_SHARE) * sum(steps.times.values())
     report = steps.run(f"report: {config.precision} vs fp32 on the held-out half", compare, pipe,
-                       root / files[config.precision], root / files["fp32"], heldout)  # fmt: skip
+                       root / files[config.precision], root / files["fp32"], heldout, budget_s=budget)  # fmt: skip
     recall = report["mean"]["recall"]
     if config.precision == "int8" and recall < MIN_RECALL and not config.allow_degraded:
         raise BuildError(
@@ -481,7 +486,8 @@ def _reduced_precision(config: EngineConfig, root: Path, manifest: dict, steps: 
             "calibrate on data closer to yours (--calib-data) or accept it with --allow-degraded"
         )
     manifest["calibration"] = {"precision": config.precision, "mean": report["mean"], "images": report["images"],
-                               "skipped": report["skipped"], "data": config.calib_data or "shipped"}  # fmt: skip
+                               "heldout": report["heldout"], "skipped": report["skipped"],
+                               "data": config.calib_data or "shipped"}  # fmt: skip
     manifest = {k: v for k, v in manifest.items() if k != bundle_format.DIGEST}
     manifest["files"] = bundle_format.file_table(root)
     return bundle_format.write_manifest(root, manifest)

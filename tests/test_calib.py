@@ -81,10 +81,11 @@ def test_the_held_out_half_keeps_the_fp32_tokens(int8_bundle):
     sessions = [ort.InferenceSession(str(int8_bundle.path / files[k]), providers=["CPUExecutionProvider"])
                 for k in ("fp32", "int8")]  # fmt: skip
     recalls = []
-    for feed in feeds(pipe, items(None, "heldout")):
+    covered = items(None, "heldout")[: c["images"]]  # the build's report covers what fits its time budget, >= 4
+    for feed in feeds(pipe, covered):
         p32, p8 = (set(s.run(["kept_positions"], feed)[0].tolist()) for s in sessions)
         recalls.append(len(p32 & p8) / len(p32))
-    assert c["precision"] == "int8" and c["images"] == len(recalls) == len(items(None, "heldout"))
+    assert c["precision"] == "int8" and 4 <= c["images"] == len(recalls) and c["heldout"] == len(items(None, "heldout"))
     assert c["mean"]["recall"] == pytest.approx(sum(recalls) / len(recalls), abs=1e-9)
     size = sum(f.stat().st_size for f in int8_bundle.path.glob("vision.int8.onnx*")) / sum(
         f.stat().st_size for f in int8_bundle.path.glob("vision.onnx*"))  # fmt: skip
@@ -170,3 +171,19 @@ def test_items_the_engine_cannot_take_are_reported_and_the_rows_stay_aligned(int
     pipe.manifest["vision"]["crops"] = [1, 1]  # nothing fits: one line, not a StatisticsError
     with pytest.raises(CalibrationError, match=f"got 0 of {len(chosen)}"):
         compare(*args, chosen, answers=False)
+
+
+def test_the_builds_report_fits_its_time_budget(int8_bundle):
+    """With no time to spare the report still covers the minimum (4 items) and says how many it left out."""
+    from adafv.calib.report import compare
+
+    pipe = Pipeline.load(int8_bundle.path, warmup=False)
+    files = pipe.manifest["vision"]["files"]
+    chosen = items(None, "heldout")
+    report = compare(pipe, int8_bundle.path / files["int8"], int8_bundle.path / files["fp32"], chosen,
+                     answers=False, budget_s=0.0)  # fmt: skip
+    assert report["images"] == 4 and report["heldout"] == len(chosen) > 4
+    full = compare(pipe, int8_bundle.path / files["int8"], int8_bundle.path / files["fp32"], chosen, answers=False)
+    assert full["images"] == len(chosen) and full["per_image"][:4] == [
+        {**r, "vision_ms": full["per_image"][i]["vision_ms"], "vision_ms_fp32": full["per_image"][i]["vision_ms_fp32"]}
+        for i, r in enumerate(report["per_image"])]  # fmt: skip
