@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from . import archs
-from .errors import ModelError
+from .errors import ModelError, first_line
 
 PACKAGED = "package:"  # a source shipped inside the wheel: `package:<name>` under adafv.checkpoints
 PROMPT_SENTINEL = "\u241fadafv-prompt\u241f"  # stands for the user's question while the chat template is rendered
@@ -88,7 +88,7 @@ def resolve(name_or_path: str | os.PathLike) -> ModelSpec:
         try:
             model_type = json.loads(config.read_text()).get("model_type")
         except (ValueError, AttributeError, OSError) as e:
-            raise ModelError(f"{config} is not a readable model config (corrupt JSON?): {_first_line(e)}") from e
+            raise ModelError(f"{config} is not a readable model config (corrupt JSON?): {first_line(e)}") from e
         archs.get(model_type, str(path))  # a family adafv knows (adafv.archs), or one line naming the others
         return ModelSpec(path.name, str(path), model_type, f"local checkpoint {path}")
     if "/" in key and not path.exists():
@@ -183,7 +183,7 @@ def _pretrained_config(spec: ModelSpec):
         return AutoConfig.from_pretrained(spec.source, **({} if local else {"local_files_only": True}))
     except OSError as e:
         if local:
-            raise ModelError(f"cannot read the config of {spec.source}: {_first_line(e)}") from e
+            raise ModelError(f"cannot read the config of {spec.source}: {first_line(e)}") from e
         raise ModelError(
             f"cannot load {spec.source!r}: not a local directory and not in the Hugging Face cache "
             f"(adafv never downloads weights; download it with `hf download {spec.source}` where you have network)"
@@ -204,10 +204,5 @@ def _load_pretrained(spec: ModelSpec, dtype: str | None):
         # the PIL backend: the torch-free runtime reproduces it bit for bit (torchvision's resize differs slightly)
         processor = AutoProcessor.from_pretrained(spec.source, backend="pil", **kwargs)
     except (OSError, ValueError) as e:  # no weights, truncated safetensors, a processor that does not load
-        raise ModelError(f"cannot load {spec.source}: {_first_line(e)}") from e
+        raise ModelError(f"cannot load {spec.source}: {first_line(e)}") from e
     return model, processor
-
-
-def _first_line(error: Exception) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__

@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from adafv.config import GRAPH_METHODS, METHODS
+from adafv.config import GRAPH_METHODS, LAYOUTS, METHODS, MODES
 
 
 def _quiet_libraries() -> None:
@@ -39,7 +39,9 @@ def _print_stats(result: dict) -> None:
 
 
 def is_bundle(path: str) -> bool:
-    return (Path(path) / "manifest.json").is_file()
+    from adafv.runtime.manifest import is_bundle as bundle
+
+    return bundle(path)
 
 
 # what each command needs beyond the runtime, and the extra that installs it
@@ -369,11 +371,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--prompt", required=True, help="the question")
     run.add_argument("--keep", type=POSITIVE, help="visual tokens to keep (a bundle has its own)")
     run.add_argument("--method", default=None, choices=list(METHODS), help="models: default adafv (bundles: their own)")
-    run.add_argument("--mode", default=None, choices=["exact", "paper"], help="models: default exact")
+    run.add_argument("--mode", default=None, choices=list(MODES), help="models: default exact")
     run.add_argument(
         "--layout",
         default=None,
-        choices=["rows", "compact"],
+        choices=list(LAYOUTS),
         help="models: kept tokens in grid rows with the model's image_newline (default), or compact",
     )
     run.add_argument("--legacy-offset", action="store_true", help="paper mode: reproduce the released code's defect")
@@ -401,11 +403,11 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"], help="vision engine")
     engine.add_argument("--llm-precision", default="int4", choices=["int4", "fp32"])
     engine.add_argument("--method", default="adafv", choices=list(GRAPH_METHODS))
-    engine.add_argument("--mode", default="exact", choices=["exact", "paper"])
+    engine.add_argument("--mode", default="exact", choices=list(MODES))
     engine.add_argument(
         "--layout",
         default="rows",
-        choices=["rows", "compact"],
+        choices=list(LAYOUTS),
         help="how the runtime lays the kept tokens out for the LLM (rows: + image_newline)",
     )
     engine.add_argument(

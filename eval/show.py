@@ -146,7 +146,9 @@ def show(model: str, image_path: str, prompt: str, out: Path, methods: list[str]
     out = check_out(Path(out), image_path, force)
     image = load_image(image_path)
     rows, kept = [], {}
-    if (Path(model) / "manifest.json").is_file():
+    from adafv.runtime.manifest import is_bundle
+
+    if is_bundle(model):
         from adafv.runtime import Pipeline
 
         pipe = Pipeline.load(model, warmup=False)

@@ -318,7 +318,9 @@ def _file_sha256(path: str) -> str:
 def default_out(model, data: Path) -> Path:
     """eval-results/<data name>/<model name>: two models on one data file keep their answers apart (not eval/: the
     package's folder in a checkout)."""
-    name = Path(str(model)).name if (Path(str(model)) / "manifest.json").is_file() else str(model)
+    from adafv.runtime.manifest import is_bundle
+
+    name = Path(str(model)).name if is_bundle(model) else str(model)
     safe = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "model"
     return Path("eval-results") / Path(data).stem / safe
 
@@ -356,7 +358,9 @@ def evaluate(
     suffix = SUFFIX if suffix is None else suffix
     if not isinstance(suffix, str):
         raise DataError(f"the suffix must be a string, got {type(suffix).__name__}")
-    bundle = isinstance(model, (str, Path)) and (Path(model) / "manifest.json").is_file()
+    from adafv.runtime.manifest import is_bundle
+
+    bundle = isinstance(model, (str, Path)) and is_bundle(model)
     keeps = list(dict.fromkeys(parse_keep(k) for k in keeps))  # checked, "10.0%" == "10%", each once
     specs = {}  # run name -> (method, options, keep), each run once however it was spelled
     for m in methods:

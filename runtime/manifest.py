@@ -60,6 +60,14 @@ REQUIRED = (
 )
 
 
+def is_bundle(path) -> bool:
+    """Whether `path` is a bundle folder (it holds a manifest); the one test everything uses."""
+    try:
+        return (Path(path) / MANIFEST).is_file()
+    except (OSError, ValueError, TypeError):
+        return False
+
+
 def sha256(path: Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

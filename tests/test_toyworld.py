@@ -135,12 +135,13 @@ def test_shipped_model_full_accuracy_is_what_the_card_states(toyworld):
 
 
 def test_readme_shows_the_cards_measurement():
-    """The README's toy-world table is the card's (both written by `evaluate --card --readme README.md`)."""
+    """The results page's toy-world table is the card's (both written by `evaluate --card --readme
+    docs/results/toyworld.md`)."""
     from adafv.eval.toyworld.evaluate import README_BEGIN, README_END
     from adafv.eval.toyworld.train import RESULTS_BEGIN, RESULTS_END
 
     card = (MODEL_DIR / "README.md").read_text()
-    readme = (MODEL_DIR.parents[1] / "README.md").read_text()
+    readme = (MODEL_DIR.parents[1] / "docs" / "results" / "toyworld.md").read_text()
     card_table = card.split(RESULTS_BEGIN)[1].split(RESULTS_END)[0].split("Reproduce")[0].strip()
     readme_table = readme.split(README_BEGIN)[1].split(README_END)[0].split("Reproduce")[0].strip()
     assert "| adafv (exact) |" in card_table and "keep 5%" in card_table

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m adafv.eval.toyworld.evaluate                  # 600 questions, all methods, keep 50/25/10/5 %
     .venv/bin/python -m adafv.eval.toyworld.evaluate --card           # ... and write the table into the model card
-    .venv/bin/python -m adafv.eval.toyworld.evaluate --card --readme README.md   # ... and into the repo's README
+    .venv/bin/python -m adafv.eval.toyworld.evaluate --card --readme docs/results/toyworld.md   # ... and the docs
 
 It is a call of what users run: the held-out questions are exported as `adafv eval`'s JSONL
 (`adafv.eval.toyworld.export`) and answered by `adafv eval` on the PyTorch reference path (`adafv.eval.vqa.evaluate`:
