@@ -283,9 +283,10 @@ def build(config: EngineConfig, out: Path | None = None, force: bool = False, pr
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        manifest = _write_bundle(config, loaded, shapes, tmp, key, steps)
-        if config.precision in ("int8", "fp16"):
-            manifest = _reduced_precision(config, tmp, manifest, steps)
+        ctx = BuildContext(config, loaded, shapes, tmp, key, steps)
+        for step in STEPS:
+            step(ctx)
+        manifest = bundle_format.read_manifest(tmp)  # as the runtime will read it
         check_out(out)  # again: the target may have changed during the build
         swap_into_place(tmp, out)
     except BaseException:  # KeyboardInterrupt included: leave nothing half-written behind
@@ -316,77 +317,216 @@ def _reusable(out: Path, key: str) -> dict:
     return manifest
 
 
-def _write_bundle(config, loaded: LoadedModel, shapes: GraphShapes, root: Path, key: str, steps: _Steps) -> dict:
+@dataclasses.dataclass
+class BuildContext:
+    """What the build steps share: the inputs (config, model, shapes, the partial folder, the build key, the step
+    timer) and what each step adds (the fields below `steps`). A step is a function of the context; STEPS is the
+    build, in order; each says by its name what it makes or checks."""
 
+    config: EngineConfig
+    loaded: LoadedModel
+    shapes: GraphShapes
+    root: Path
+    key: str
+    steps: _Steps
+    preprocess: dict = dataclasses.field(default_factory=dict)
+    graph: Any = None
+    exported: dict = dataclasses.field(default_factory=dict)
+    lint: Any = None
+    cases: list = dataclasses.field(default_factory=list)
+    session: Any = None
+    parity: dict = dataclasses.field(default_factory=dict)
+    vision_files: dict = dataclasses.field(default_factory=dict)
+    fp32_nodes: list = dataclasses.field(default_factory=list)
+    engines: list = dataclasses.field(default_factory=list)
+    tensorrt: str = ""
+    llm: dict = dataclasses.field(default_factory=dict)
+    embed: dict = dataclasses.field(default_factory=dict)
+    layout: dict = dataclasses.field(default_factory=dict)
+    tokenizer: dict = dataclasses.field(default_factory=dict)
+    int8: dict | None = None
+    calibration: dict | None = None
+    manifest: dict = dataclasses.field(default_factory=dict)  # unsigned; the file carries the digest
+
+    @property
+    def vision(self) -> Path:
+        return self.root / "vision.onnx"
+
+
+def step_graph(ctx: BuildContext) -> None:
+    """The vision graph: tower to the feature layer + projector + the selection, exported with a fixed keep."""
     from adafv.runtime.preprocess import value_table
 
-    from .llm import MIN_ONNXRUNTIME, export_embeddings, export_llm, export_tokenizer, verify_decoder
     from .preprocess_spec import image_processor_spec
 
     try:
-        preprocess = image_processor_spec(loaded.processor)  # unsupported processors fail before the long steps
+        ctx.preprocess = image_processor_spec(ctx.loaded.processor)  # unsupported processors fail before long steps
     except ValueError as e:
         raise BuildError(f"the model's image processor cannot be reproduced by the runtime: {e}") from e
-    visual = loaded.arch.visual(loaded.model).float()  # the FP32 graph is the reference; FP16 is derived from it
-    graph = VisionGraph(visual, config.selection, shapes.anyres, value_table(preprocess)).eval()
-    vision = root / "vision.onnx"
-    exported = steps.run("export vision graph to ONNX", export_onnx, graph, shapes, vision)
-    lint = steps.run("lint for TensorRT", trt_lint, vision)
-    if not lint.ok:
-        raise LintError("vision.onnx is not TensorRT-ready:\n  " + "\n  ".join(lint.problems))
-    lint_ok, lint_text = steps.run("polygraphy check lint", polygraphy_lint, vision)
-    if not lint_ok:
-        raise LintError(f"polygraphy check lint failed on vision.onnx:\n{lint_text[-3000:]}")
-    cases = steps.run("prepare parity probes", probe_cases, loaded, graph, shapes, preprocess, config.max_probes)
-    session = _session(vision)
-    parity = {"fp32": steps.run("parity: ONNX Runtime vs PyTorch", check_parity, session, cases)}
+    visual = ctx.loaded.arch.visual(ctx.loaded.model).float()  # the FP32 graph is the reference; FP16 derives from it
+    ctx.graph = VisionGraph(visual, ctx.config.selection, ctx.shapes.anyres, value_table(ctx.preprocess)).eval()
+    ctx.exported = ctx.steps.run("export vision graph to ONNX", export_onnx, ctx.graph, ctx.shapes, ctx.vision)
+    ctx.vision_files = {"fp32": ctx.vision.name}
 
-    vision_files = {"fp32": vision.name}
-    fp32_nodes: list[str] = []
-    if config.precision == "fp16":
-        from adafv.calib.fp16 import to_fp16
-        from adafv.calib.regions import fp32_nodes as pinned
 
-        half = root / "vision.fp16.onnx"
-        steps.run("FP16 graph (selection and LayerNorms in FP32)", to_fp16, vision, half)
-        lint16 = trt_lint(half)
-        if not lint16.ok:
-            raise LintError("vision.fp16.onnx is not TensorRT-ready:\n  " + "\n  ".join(lint16.problems))
-        import onnx
+def step_lint(ctx: BuildContext) -> None:
+    """TensorRT's ONNX support without TensorRT, then polygraphy's lint."""
+    ctx.lint = ctx.steps.run("lint for TensorRT", trt_lint, ctx.vision)
+    if not ctx.lint.ok:
+        raise LintError("vision.onnx is not TensorRT-ready:\n  " + "\n  ".join(ctx.lint.problems))
+    ok, text = ctx.steps.run("polygraphy check lint", polygraphy_lint, ctx.vision)
+    if not ok:
+        raise LintError(f"polygraphy check lint failed on vision.onnx:\n{text[-3000:]}")
 
-        fp32_nodes = pinned(onnx.load(str(vision), load_external_data=False))
-        parity["fp16"] = steps.run("parity: FP16 graph vs PyTorch", _fp16_parity, half, cases)
-        vision_files["fp16"] = half.name
 
-    engines = []
-    trt_note = _maybe_tensorrt(config, root, shapes, vision, vision_files, fp32_nodes, session, cases, steps, engines)
+def step_parity(ctx: BuildContext) -> None:
+    """The graph in ONNX Runtime against the PyTorch module on the probes: positions identical, tokens close."""
+    ctx.cases = ctx.steps.run("prepare parity probes", probe_cases, ctx.loaded, ctx.graph, ctx.shapes, ctx.preprocess,
+                              ctx.config.max_probes)  # fmt: skip
+    ctx.session = _session(ctx.vision)
+    ctx.parity = {"fp32": ctx.steps.run("parity: ONNX Runtime vs PyTorch", check_parity, ctx.session, ctx.cases)}
 
-    llm_dir = root / "llm"
-    llm = steps.run(f"LLM decoder ({config.llm_precision}, {config.target}, onnxruntime-genai builder)", export_llm,
-                    loaded.model, loaded.processor.tokenizer, llm_dir, root / ".scratch", config.llm_precision,
-                    config.target)  # fmt: skip
-    embed = export_embeddings(
-        loaded.model, root / "embed.npy", "float32" if config.llm_precision == "fp32" else "float16"
-    )
-    layout = {"kind": config.selection.layout if shapes.anyres else "compact"}
-    if layout["kind"] == "rows":  # the model's own row separator, in the embedding table's dtype
-        newline = loaded.arch.newline(loaded.model).detach().float().numpy().astype(embed["dtype"])  # (D,)
+
+def step_fp16(ctx: BuildContext) -> None:
+    """--precision fp16: the mixed-precision graph (calib.fp16), linted and checked against PyTorch."""
+    if ctx.config.precision != "fp16":
+        return
+    import onnx
+
+    from adafv.calib.fp16 import to_fp16
+    from adafv.calib.regions import fp32_nodes
+
+    half = ctx.root / "vision.fp16.onnx"
+    ctx.steps.run("FP16 graph (selection and LayerNorms in FP32)", to_fp16, ctx.vision, half)
+    lint16 = trt_lint(half)
+    if not lint16.ok:
+        raise LintError("vision.fp16.onnx is not TensorRT-ready:\n  " + "\n  ".join(lint16.problems))
+    ctx.fp32_nodes = fp32_nodes(onnx.load(str(ctx.vision), load_external_data=False))
+    ctx.parity["fp16"] = ctx.steps.run("parity: FP16 graph vs PyTorch", _fp16_parity, half, ctx.cases)
+    ctx.vision_files["fp16"] = half.name
+
+
+def step_tensorrt(ctx: BuildContext) -> None:
+    """The TensorRT engine where tensorrt imports and a GPU answers; otherwise a note saying why not."""
+    ctx.tensorrt = _maybe_tensorrt(ctx.config, ctx.root, ctx.shapes, ctx.vision, ctx.vision_files, ctx.fp32_nodes,
+                                   ctx.session, ctx.cases, ctx.steps, ctx.engines)  # fmt: skip
+
+
+def step_llm(ctx: BuildContext) -> None:
+    """The decoder (onnxruntime-genai's builder, for the target), the embedding table, the layout's newline, and the
+    decoder checked in ONNX Runtime against PyTorch."""
+    from .llm import export_embeddings, export_llm, verify_decoder
+
+    config, loaded, root = ctx.config, ctx.loaded, ctx.root
+    ctx.llm = ctx.steps.run(f"LLM decoder ({config.llm_precision}, {config.target}, onnxruntime-genai builder)",
+                            export_llm, loaded.model, loaded.processor.tokenizer, root / "llm", root / ".scratch",
+                            config.llm_precision, config.target)  # fmt: skip
+    ctx.embed = export_embeddings(loaded.model, root / "embed.npy",
+                                  "float32" if config.llm_precision == "fp32" else "float16")  # fmt: skip
+    ctx.layout = {"kind": config.selection.layout if ctx.shapes.anyres else "compact"}
+    if ctx.layout["kind"] == "rows":  # the model's own row separator, in the embedding table's dtype
+        newline = loaded.arch.newline(loaded.model).detach().float().numpy().astype(ctx.embed["dtype"])  # (D,)
         np.save(root / "newline.npy", newline)
-        layout["newline"] = "newline.npy"
+        ctx.layout["newline"] = "newline.npy"
     table = np.load(root / "embed.npy", mmap_mode="r")
     checks = [_prompt_ids(loaded, prompt) for prompt in PROBE_PROMPTS]
-    llm["verify"] = steps.run("verify the decoder in ONNX Runtime against PyTorch", verify_decoder, loaded.model,
-                              root, llm, table, checks)  # fmt: skip
-    tokenizer = export_tokenizer(loaded.processor, root / "tokenizer")
+    ctx.llm["verify"] = ctx.steps.run("verify the decoder in ONNX Runtime against PyTorch", verify_decoder,
+                                      loaded.model, root, ctx.llm, table, checks)  # fmt: skip
+
+
+def step_tokenizer(ctx: BuildContext) -> None:
+    """The tokenizer and the frozen build config; then the manifest, so that the reduced-precision steps can load
+    the bundle as the runtime will."""
+    from .llm import export_tokenizer
+
+    ctx.tokenizer = export_tokenizer(ctx.loaded.processor, ctx.root / "tokenizer")
+    (ctx.root / "build.json").write_text(json.dumps(ctx.config.to_dict(), indent=2, sort_keys=True))
+    write_manifest(ctx)
+
+
+def step_int8(ctx: BuildContext) -> None:
+    """--precision int8: the Q/DQ graph calibrated on the runtime's own feeds of the calibration half."""
+    if ctx.config.precision != "int8":
+        return
+    from adafv.calib.data import feeds, items
+    from adafv.calib.int8 import quantize
+
+    config, root = ctx.config, ctx.root
+    pipe = _build_pipeline(ctx)
+    int8 = root / "vision.int8.onnx"
+    facts = ctx.steps.run("INT8 graph (Q/DQ; selection, LayerNorms, softmax in FP32)", quantize, ctx.vision, int8,
+                          feeds(pipe, items(config.calib_data, "calibration")), ctx.shapes.crops[0],
+                          config.target)  # fmt: skip
+    if config.target == "cuda":  # the S8S8 graph TensorRT takes; a cpu target's U8S8 graph is not for TensorRT
+        lint = trt_lint(int8)
+        if not lint.ok:
+            raise LintError("vision.int8.onnx is not TensorRT-ready:\n  " + "\n  ".join(lint.problems))
+    _session(int8)  # loads in ONNX Runtime, or a one-line BuildError
+    ctx.vision_files["int8"] = int8.name
+    if config.target == "cpu":  # whether this machine's CPU can make INT8 pay (the bundle may run elsewhere)
+        from adafv.runtime.cpu import cpu, describe, int8_pays
+
+        here = cpu()
+        pays, why = int8_pays(here)
+        facts["built_on"] = {"cpu": describe(here), "int8_pays": pays, "why": why}
+    ctx.int8 = facts
+
+
+def step_report(ctx: BuildContext) -> None:
+    """int8 / fp16: the report on the held-out half against the FP32 graph, within its share of the build's time;
+    an INT8 graph that keeps under 0.9 of the FP32 positions (mean recall) fails the build unless allow_degraded."""
+    if ctx.config.precision not in ("int8", "fp16"):
+        return
+    from adafv.calib.data import items
+    from adafv.calib.report import MIN_RECALL, compare
+
+    config, root = ctx.config, ctx.root
+    pipe = _build_pipeline(ctx)
+    heldout = items(config.calib_data, "heldout")
+    # the build must not spend its time proving itself: the report gets at most REPORT_SHARE of the whole build
+    budget = REPORT_SHARE / (1 - REPORT_SHARE) * sum(ctx.steps.times.values())
+    report = ctx.steps.run(f"report: {config.precision} vs fp32 on the held-out half", compare, pipe,
+                           root / ctx.vision_files[config.precision], ctx.vision, heldout, budget_s=budget)  # fmt: skip
+    recall = report["mean"]["recall"]
+    if config.precision == "int8" and recall < MIN_RECALL and not config.allow_degraded:
+        raise BuildError(
+            f"the INT8 graph keeps {recall:.2f} of the FP32 positions on held-out images (mean recall < {MIN_RECALL}); "
+            "calibrate on data closer to yours (--calib-data) or accept it with --allow-degraded"
+        )
+    ctx.calibration = {"precision": config.precision, "mean": report["mean"], "images": report["images"],
+                       "heldout": report["heldout"], "skipped": report["skipped"],
+                       "data": config.calib_data or "shipped"}  # fmt: skip
+
+
+def step_manifest(ctx: BuildContext) -> None:
+    """The manifest, last: every file's size and sha256, every step's facts and seconds."""
+    write_manifest(ctx)
+
+
+STEPS = [step_graph, step_lint, step_parity, step_fp16, step_tensorrt, step_llm, step_tokenizer, step_int8,
+         step_report, step_manifest]  # fmt: skip
+
+
+def _build_pipeline(ctx: BuildContext):
+    """The bundle as the runtime loads it (CPU provider, no hashing: the build wrote it a moment ago)."""
+    from adafv.runtime import Pipeline
+
+    return Pipeline.load(ctx.root, verify=False, warmup=False, providers=["CPUExecutionProvider"])
+
+
+def manifest_of(ctx: BuildContext) -> dict:
+    """The manifest's content from what the steps made (unsigned; `write_manifest` signs the file)."""
+    from .llm import MIN_ONNXRUNTIME
+
+    config, loaded, shapes = ctx.config, ctx.loaded, ctx.shapes
     before, after = loaded.prompt_template()
     tok = loaded.processor.tokenizer
     eos = loaded.model.generation_config.eos_token_id
-    (root / "build.json").write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True))
-
+    io = shapes.contract(config.selection.keep)
     manifest = {
         "format": bundle_format.FORMAT,
         "format_version": bundle_format.FORMAT_VERSION,
-        "build_key": key,
+        "build_key": ctx.key,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "model": {"name": loaded.spec.name, "source": loaded.spec.source, "arch": loaded.arch.name},
         "target": config.target,
@@ -395,12 +535,12 @@ def _write_bundle(config, loaded: LoadedModel, shapes: GraphShapes, root: Path, 
         "selection": config.selection.to_dict(),
         "precision": config.precision,
         "vision": {
-            "files": vision_files,
-            "engines": engines,
-            "tensorrt": trt_note,
-            "opset": exported["opset"],
-            "inputs": shapes.contract(config.selection.keep).inputs(),
-            "outputs": shapes.contract(config.selection.keep).outputs(),
+            "files": dict(ctx.vision_files),
+            "engines": ctx.engines,
+            "tensorrt": ctx.tensorrt,
+            "opset": ctx.exported["opset"],
+            "inputs": io.inputs(),
+            "outputs": io.outputs(),
             "crops": list(shapes.crops),
             "max_text": shapes.max_text,
             "patches_per_crop": shapes.patches_per_crop,
@@ -414,10 +554,11 @@ def _write_bundle(config, loaded: LoadedModel, shapes: GraphShapes, root: Path, 
             ),
             "reading_order": "base view raster, then the high-resolution crops stitched into one grid, raster",
             "padding": "paper mode pads the last keep - V rows: position -1, token zeros",
-            "lint": {"ops": lint.ops, "topk": lint.topk, "selection_nodes": lint.selection_nodes},
+            "lint": {"ops": ctx.lint.ops, "topk": ctx.lint.topk, "selection_nodes": ctx.lint.selection_nodes},
+            **({"int8": ctx.int8} if ctx.int8 is not None else {}),
         },
-        "parity": parity,
-        "preprocess": preprocess,
+        "parity": ctx.parity,
+        "preprocess": ctx.preprocess,
         "prompt": {
             "before": before,
             "after": after,
@@ -426,71 +567,30 @@ def _write_bundle(config, loaded: LoadedModel, shapes: GraphShapes, root: Path, 
             "text_after_image": "the tokens after the image placeholder feed relevance (docs/method.md §2)",
         },
         "tokenizer": {
-            **tokenizer,
+            **ctx.tokenizer,
             "bos_token_id": tok.bos_token_id,
             "eos_token_ids": eos if isinstance(eos, list) else [eos],
             "pad_token_id": tok.pad_token_id,
         },
-        "embed": embed,
-        "layout": layout,
-        "llm": llm,
+        "embed": ctx.embed,
+        "layout": ctx.layout,
+        "llm": ctx.llm,
         "tools": _tool_versions(),
-        "timings_s": steps.times,
+        "timings_s": dict(ctx.steps.times),
     }
-    manifest["files"] = bundle_format.file_table(root)
-    return bundle_format.write_manifest(root, manifest)
+    if ctx.calibration is not None:
+        manifest["calibration"] = ctx.calibration
+    return manifest
+
+
+def write_manifest(ctx: BuildContext) -> None:
+    """Write (or rewrite) the signed manifest from the context: the runtime's own writer, which validates it."""
+    ctx.manifest = manifest_of(ctx)
+    ctx.manifest["files"] = bundle_format.file_table(ctx.root)
+    bundle_format.write_manifest(ctx.root, ctx.manifest)
 
 
 REPORT_SHARE = 0.15  # of the build's time, at most, for the precision report (it covers what fits, >= 4 items)
-
-
-def _reduced_precision(config: EngineConfig, root: Path, manifest: dict, steps: _Steps) -> dict:
-    """After everything else is written: the INT8 graph (calibrated on the runtime's own feeds of the calibration
-    half), and for int8 and fp16 the report on the held-out half against the FP32 graph, into the manifest. An INT8
-    graph that keeps under 0.9 of the FP32 positions (mean recall) fails the build unless allow_degraded."""
-    from adafv.calib.data import feeds, items
-    from adafv.calib.report import MIN_RECALL, compare
-    from adafv.runtime import Pipeline
-
-    pipe = Pipeline.load(root, verify=False, warmup=False, providers=["CPUExecutionProvider"])
-    files = manifest["vision"]["files"]
-    if config.precision == "int8":
-        from adafv.calib.int8 import quantize
-
-        int8 = root / "vision.int8.onnx"
-        facts = steps.run("INT8 graph (Q/DQ; selection, LayerNorms, softmax in FP32)", quantize, root / files["fp32"],
-                          int8, feeds(pipe, items(config.calib_data, "calibration")),
-                          manifest["vision"]["crops"][0], config.target)  # fmt: skip
-        if config.target == "cuda":  # the S8S8 graph TensorRT takes; a cpu target's U8S8 graph is not for TensorRT
-            lint = trt_lint(int8)
-            if not lint.ok:
-                raise LintError("vision.int8.onnx is not TensorRT-ready:\n  " + "\n  ".join(lint.problems))
-        _session(int8)  # loads in ONNX Runtime, or a one-line BuildError
-        files["int8"] = int8.name
-        if config.target == "cpu":  # whether this machine's CPU can make INT8 pay (the bundle may run elsewhere)
-            from adafv.runtime.cpu import cpu, describe, int8_pays
-
-            here = cpu()
-            pays, why = int8_pays(here)
-            facts["built_on"] = {"cpu": describe(here), "int8_pays": pays, "why": why}
-        manifest["vision"]["int8"] = facts
-    heldout = items(config.calib_data, "heldout")
-    # the build must not spend its time proving itself: the report gets at most REPORT_SHARE of the whole build
-    budget = REPORT_SHARE / (1 - REPORT_SHARE) * sum(steps.times.values())
-    report = steps.run(f"report: {config.precision} vs fp32 on the held-out half", compare, pipe,
-                       root / files[config.precision], root / files["fp32"], heldout, budget_s=budget)  # fmt: skip
-    recall = report["mean"]["recall"]
-    if config.precision == "int8" and recall < MIN_RECALL and not config.allow_degraded:
-        raise BuildError(
-            f"the INT8 graph keeps {recall:.2f} of the FP32 positions on held-out images (mean recall < {MIN_RECALL}); "
-            "calibrate on data closer to yours (--calib-data) or accept it with --allow-degraded"
-        )
-    manifest["calibration"] = {"precision": config.precision, "mean": report["mean"], "images": report["images"],
-                               "heldout": report["heldout"], "skipped": report["skipped"],
-                               "data": config.calib_data or "shipped"}  # fmt: skip
-    manifest = {k: v for k, v in manifest.items() if k != bundle_format.DIGEST}
-    manifest["files"] = bundle_format.file_table(root)
-    return bundle_format.write_manifest(root, manifest)
 
 
 def _tower_facts(vision) -> dict[str, int]:

@@ -90,10 +90,15 @@ def digest(manifest: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def write_manifest(root: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+def write_manifest(root: Path, manifest: dict[str, Any], check: bool = True) -> dict[str, Any]:
     """Write manifest.json with its digest (the last file of a bundle: a directory without it never loads); returns
     the manifest as written."""
-    manifest = {**manifest, DIGEST: digest(manifest)}
+    body = {k: v for k, v in manifest.items() if k != DIGEST}
+    if check:  # the writer keeps the reader's schema: a build cannot write what will not load
+        if body.get("format") != FORMAT or body.get("format_version") != FORMAT_VERSION:
+            raise BundleError(f"a manifest to write must say format {FORMAT!r} version {FORMAT_VERSION}")
+        validate(body, root / MANIFEST)
+    manifest = {**body, DIGEST: digest(body)}
     tmp = root / (MANIFEST + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True))
     tmp.replace(root / MANIFEST)
@@ -139,14 +144,21 @@ def read_manifest(root: str | Path) -> dict[str, Any]:
             f"{root} was written in bundle format {version}; this adafv reads format {FORMAT_VERSION}: "
             "rebuild it with `adafv engine ... --force`"
         )
-    missing = [k for k in REQUIRED if k not in manifest]
-    if missing:
-        raise BundleError(f"{path} lacks {', '.join(missing)}")
     if manifest.get(DIGEST) != digest(manifest):
         raise BundleError(
             f"{path} was edited or damaged (its checksum does not match its contents); a manifest is written by "
             "the build and describes the graphs it built: rebuild with `adafv engine ... --force`"
         )
+    validate(manifest, path)
+    return manifest
+
+
+def validate(manifest: dict[str, Any], path: Path | str = MANIFEST) -> None:
+    """The schema, one place for the writer and the reader: every field the runtime reads, with its type, and the
+    structure the types alone do not say. A BundleError names the first field that is wrong."""
+    missing = [k for k in REQUIRED if k not in manifest]
+    if missing:
+        raise BundleError(f"{path} lacks {', '.join(missing)}")
     for dotted, kind in SCHEMA.items():
         value: Any = manifest
         for key in dotted.split("."):
@@ -154,7 +166,6 @@ def read_manifest(root: str | Path) -> dict[str, Any]:
         if not isinstance(value, kind) or isinstance(value, bool):
             raise BundleError(f"{path}: the field {dotted} is missing or not a {kind.__name__}")
     _check_structure(path, manifest)
-    return manifest
 
 
 def _is_int(v) -> bool:

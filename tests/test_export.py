@@ -355,8 +355,12 @@ def test_cli_engine_and_make_target_are_thin(tmp_path, capsys):
     assert (tmp_path / "b" / "manifest.json").is_file()
     import subprocess
 
-    dry = subprocess.run(["make", "-n", "engine", "MODEL=tiny-llava", "keep=16", "TARGET=cpu"], capture_output=True,
-                         text=True, cwd=Path(__file__).resolve().parents[1])  # what make would run, not run
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}  # CI runs us under make
+    dry = subprocess.run(["make", "-n", "--no-print-directory", "engine", "MODEL=tiny-llava", "keep=16", "TARGET=cpu"],
+                         capture_output=True, text=True, env=env,
+                         cwd=Path(__file__).resolve().parents[1])  # what make would run, not run
     assert dry.returncode == 0, dry.stderr
     assert dry.stdout.strip().splitlines()[-1].split() == [".venv/bin/adafv", "engine", "tiny-llava", "--keep", "16",
                                                            "--precision", "fp32", "--llm-precision", "int4",
