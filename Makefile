@@ -61,7 +61,7 @@ demo: setup
 	$(ADAFV) demo
 
 engine: setup
-	$(ADAFV) engine $(MODEL) --keep $(keep) --precision $(PRECISION) --llm-precision $(LLM_PRECISION) --target $(TARGET) $(if $(FORCE),--force)
+	$(ADAFV) engine $(MODEL) --keep $(keep) --precision $(PRECISION) --llm-precision $(LLM_PRECISION) --target $(TARGET) $(if $(RESOLUTION),--resolution $(RESOLUTION)) $(if $(FORCE),--force)
 
 SHAPES ?= llava-next-1b
 DEVICE ?= cpu

@@ -1,6 +1,7 @@
 """Model registry: named specs, per-architecture knowledge, and loading a checkpoint with its own HF processor.
 
-A spec knows where the weights come from; its architecture family (adafv.archs: `llava`, `llava_next`) knows
+A spec knows where the weights come from; its architecture family (adafv.archs: `llava`, `llava_next`,
+`qwen2_5_vl`) knows
 everything model-specific. A local checkpoint directory works wherever a name does.
 """
 
@@ -21,7 +22,7 @@ PROMPT_SENTINEL = "\u241fadafv-prompt\u241f"  # stands for the user's question w
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
-    """A named model. `source` is a llava-hf id, a local directory, or `tiny:<name>` for the built-in twins."""
+    """A named model. `source` is a Hugging Face id, a local directory, or `tiny:<name>` for the built-in twins."""
 
     name: str
     source: str
@@ -43,10 +44,18 @@ REGISTRY: dict[str, ModelSpec] = {
         ModelSpec(
             "llava-next-vicuna", "llava-hf/llava-v1.6-vicuna-7b-hf", "llava_next", "LLaVA-NeXT Vicuna 7B (up to 2,880)"
         ),
+        ModelSpec("qwen2.5-vl-3b", "Qwen/Qwen2.5-VL-3B-Instruct", "qwen2_5_vl",
+                  "Qwen2.5-VL 3B (dynamic resolution: ~400 tokens at VGA)"),
+        ModelSpec("qwen2.5-vl-7b", "Qwen/Qwen2.5-VL-7B-Instruct", "qwen2_5_vl",
+                  "Qwen2.5-VL 7B (dynamic resolution: ~400 tokens at VGA)"),
+        ModelSpec("cosmos-reason1-7b", "nvidia/Cosmos-Reason1-7B", "qwen2_5_vl",
+                  "NVIDIA Cosmos-Reason1 7B (a Qwen2.5-VL-7B for physical reasoning)"),
         ModelSpec("tiny-llava", "tiny:tiny-llava", "llava", "offline random-weight LLaVA-1.5 twin (64 tokens)"),
         ModelSpec(
             "tiny-llava-next", "tiny:tiny-llava-next", "llava_next", "offline random-weight LLaVA-NeXT twin (<= 320)"
         ),
+        ModelSpec("tiny-qwen2.5-vl", "tiny:tiny-qwen2.5-vl", "qwen2_5_vl",
+                  "offline random-weight Qwen2.5-VL twin (dynamic resolution, 391 tokens at VGA)"),
         ModelSpec(
             "toyworld-llava-next",
             PACKAGED + "toyworld-llava-next",
@@ -69,7 +78,7 @@ def packaged(name: str) -> Path:
 
 
 def resolve(name_or_path: str | os.PathLike) -> ModelSpec:
-    """A registered name, a local checkpoint directory, or a llava-hf id already in the HF cache. A checkpoint
+    """A registered name, a local checkpoint directory, or a Hugging Face id already in the HF cache. A checkpoint
     shipped in the package resolves to its installed folder."""
     key = str(name_or_path)
     if key in REGISTRY:
@@ -192,7 +201,6 @@ def _pretrained_config(spec: ModelSpec):
 
 def _load_pretrained(spec: ModelSpec, dtype: str | None):
     import torch
-    from transformers import AutoProcessor
 
     local = Path(spec.source).is_dir()
     kwargs: dict[str, Any] = {} if local else {"local_files_only": True}
@@ -202,7 +210,7 @@ def _load_pretrained(spec: ModelSpec, dtype: str | None):
     try:
         model = model_class.from_pretrained(spec.source, dtype=torch_dtype or "auto", **kwargs)
         # the PIL backend: the torch-free runtime reproduces it bit for bit (torchvision's resize differs slightly)
-        processor = AutoProcessor.from_pretrained(spec.source, backend="pil", **kwargs)
+        processor = archs.get(config.model_type, spec.source).load_processor(spec.source, **kwargs)
     except (OSError, ValueError) as e:  # no weights, truncated safetensors, a processor that does not load
         raise ModelError(f"cannot load {spec.source}: {first_line(e)}") from e
     return model, processor

@@ -34,6 +34,8 @@ class Prepared:
     grid: tuple[int, int]  # (rows, cols) of high-resolution crops; (1, 1) without anyres
     pre_ids: torch.Tensor  # (n_pre,) text before the image
     post_ids: torch.Tensor  # (n_post,) text after the image: the question, instructions, assistant prefix
+    patch_grid: tuple[int, int] | None = None  # (rows, cols) of patches of a dynamic-resolution image (Qwen)
+    merged_grid: tuple[int, int] | None = None  # (rows, cols) of its merged tokens: kept positions index this grid
 
     @property
     def num_crops(self) -> int:
@@ -107,10 +109,15 @@ class Reference:
             raise InputError("the chat template produced no image placeholder")
         pixel_values = inputs["pixel_values"]
         size = (image.height, image.width)
-        grid = self.loaded.arch.grid(self.model.config, size)
+        arch = self.loaded.arch
+        grid = arch.grid(self.model.config, size)
         if pixel_values.dim() == 5:  # (1, max_crops, 3, S, S), padded: keep the crops of this image
             pixel_values = pixel_values[0, : 1 + grid[0] * grid[1]]
-        return Prepared(inputs, pixel_values, size, grid, ids[: where[0]], ids[where[-1] + 1 :])
+        patch_grid = merged = None
+        if arch.positions == "mrope":  # (rows*cols, 3*2*14*14) patches of one dynamic-resolution image
+            patch_grid = arch.patch_grid(inputs)
+            merged = arch.merged_grid(self.model.config, patch_grid)
+        return Prepared(inputs, pixel_values, size, grid, ids[: where[0]], ids[where[-1] + 1 :], patch_grid, merged)
 
     @torch.no_grad()
     def scores(self, prepared: Prepared):
@@ -120,7 +127,8 @@ class Reference:
 
     def _tower(self, prepared: Prepared):
         """One pass of the tower: hidden (N, P, C), saliency (N, P), keys (N, P, E), tokens (N, P, D), relevance."""
-        hidden, saliency, keys = self.visual.hidden(prepared.pixel_values)  # (N, P, C), (N, P), (N, P, E)
+        extra = () if prepared.patch_grid is None else (prepared.patch_grid,)
+        hidden, saliency, keys = self.visual.hidden(prepared.pixel_values, *extra)  # (N, P, C), (N, P), (N, P, E)
         tokens = self.visual.projector(hidden)  # (N, P, D)
         N, P, D = tokens.shape
         text = self.embed(prepared.post_ids)  # (T, D)
@@ -132,13 +140,23 @@ class Reference:
         """The stock transformers image features (anyres packing, unpadding, newline tokens): (n_image_tokens, D)."""
         return self.loaded.arch.stock_image_features(self.model, prepared.inputs)
 
+    def _eos(self) -> set[int]:
+        eos = self.model.generation_config.eos_token_id
+        if eos is None:
+            eos = self.processor.tokenizer.eos_token_id
+        return set(eos if isinstance(eos, list) else [eos])
+
     @torch.no_grad()
-    def generate(self, prepared: Prepared, visual_embeds: torch.Tensor, max_new_tokens: int) -> list[int]:
-        """Greedy decoding from [pre | visual | post] embeddings; returns the new token ids (EOS excluded)."""
+    def generate(self, prepared: Prepared, visual_embeds: torch.Tensor, max_new_tokens: int,
+                 positions: torch.Tensor | None = None) -> list[int]:  # fmt: skip
+        """Greedy decoding from [pre | visual | post] embeddings; returns the new token ids (EOS excluded).
+        `positions` (kept positions, ascending): the LLM's M-RoPE positions follow the kept tokens' cells."""
         dtype = self.embed.weight.dtype
         embeds = torch.cat(
             [self.embed(prepared.pre_ids), visual_embeds.to(dtype), self.embed(prepared.post_ids)], dim=0
         )[None]  # (1, L, D)
+        if self.loaded.arch.positions == "mrope":
+            return self._generate_mrope(prepared, embeds, positions, max_new_tokens)
         mask = torch.ones(embeds.shape[:2], dtype=torch.long)
         tokenizer = self.processor.tokenizer
         out = self.model.generate(
@@ -149,11 +167,32 @@ class Reference:
             pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
         )
         ids = out[0].tolist()
-        eos = self.model.generation_config.eos_token_id
-        eos = set(eos if isinstance(eos, list) else [eos])
+        eos = self._eos()
         for i, t in enumerate(ids):
             if t in eos:
                 return ids[:i]
+        return ids
+
+    def _generate_mrope(self, prepared: Prepared, embeds, positions, max_new_tokens: int) -> list[int]:
+        """A greedy loop with 3-D positions given (transformers' generate would renumber the pruned sequence)."""
+        from .positions import cells, mrope, next_position
+
+        grid = prepared.merged_grid
+        layout = mrope(len(prepared.pre_ids), cells(positions.numpy(), grid[1]), grid, len(prepared.post_ids))
+        position_ids = torch.from_numpy(layout)[:, None]  # (3, 1, L)
+        nxt, eos, ids, past = next_position(layout), self._eos(), [], None
+        step_embeds = embeds
+        for _ in range(max_new_tokens):
+            out = self.model(inputs_embeds=step_embeds, position_ids=position_ids, past_key_values=past,
+                             use_cache=True)  # fmt: skip
+            past = out.past_key_values
+            token = int(out.logits[0, -1].argmax())
+            if token in eos:
+                break
+            ids.append(token)
+            step_embeds = self.embed(torch.tensor([[token]]))  # (1, 1, D)
+            position_ids = torch.full((3, 1, 1), nxt, dtype=torch.long)
+            nxt += 1
         return ids
 
     # -- the whole thing ------------------------------------------------------------------------------------------
@@ -175,6 +214,10 @@ class Reference:
         self._check_options(config, max_new_tokens)
         return self.answer(self.analyse(image, prompt), config, max_new_tokens)
 
+    def _side(self) -> int | None:
+        """Patches per crop side for the reading order; None for one dynamic-resolution image (raster order)."""
+        return None if self.loaded.arch.positions == "mrope" else self.visual.patches_per_side
+
     @staticmethod
     def _check_options(config: AdaFVConfig, max_new_tokens: int) -> None:
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
@@ -195,7 +238,7 @@ class Reference:
             visual = self.stock_image_features(prepared)
         else:
             if methods.get(config.method).merges:  # visionzip merges in the tower's feature space, before the projector
-                zip_tokens = ZipTokens(config, self.visual.patches_per_side)
+                zip_tokens = ZipTokens(config, self._side())
                 features, ordered, _ = zip_tokens(analysis.hidden, saliency, analysis.keys, prepared.grid[1])
                 kept = self.visual.projector(features)  # (K, D) reading order
                 positions = ordered.sort().values  # (K,) crop-major ascending
@@ -210,7 +253,7 @@ class Reference:
                     seed=config.seed,
                     tokens=tokens.reshape(1, N * P, D),
                 )[0]  # (K,) crop-major ascending
-                ordered = reading_order(positions[None], self.visual.patches_per_side, prepared.grid[1])[0]  # (K,)
+                ordered = reading_order(positions[None], self._side(), prepared.grid[1])[0]  # (K,)
                 kept = tokens.reshape(N * P, D).index_select(0, ordered)  # (K, D) reading order
             if config.layout == "rows" and self.loaded.arch.anyres:
                 newline = self.loaded.arch.newline(self.model)  # (D,)
@@ -218,7 +261,7 @@ class Reference:
             else:
                 visual = kept  # (K, D)
         t3 = time.perf_counter()
-        ids = self.generate(prepared, visual, max_new_tokens)
+        ids = self.generate(prepared, visual, max_new_tokens, positions)
         t4 = time.perf_counter()
         ms = lambda a, b: round((b - a) * 1000, 3)  # noqa: E731
         return {
@@ -236,6 +279,7 @@ class Reference:
             "num_llm_visual_tokens": int(visual.shape[0]),
             "num_crops": N,
             "grid": list(prepared.grid),
+            **({"merged_grid": list(prepared.merged_grid)} if prepared.merged_grid else {}),
             "timings_ms": {
                 **analysis.timings_ms,
                 "select": ms(t2, t3),

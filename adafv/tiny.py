@@ -1,4 +1,4 @@
-"""Offline tiny twins of LLaVA-1.5 and LLaVA-NeXT: random weights from a seed, a small real BPE tokenizer, a
+"""Offline tiny twins of LLaVA-1.5, LLaVA-NeXT and Qwen2.5-VL: random weights from a seed, a small real BPE tokenizer, a
 chat template with the image placeholder, and the model's own HF processor. Nothing is downloaded.
 
 The towers are CLIP-style with a [CLS] token (56 px images, 7 px patches: P = 64 patches per crop); the LLMs are
@@ -129,7 +129,48 @@ def _text_config(tokenizer, **overrides):
     return LlamaConfig(**cfg)
 
 
-NAMES = {"tiny-llava": "llava", "tiny-llava-next": "llava_next"}  # twin -> its architecture family
+QWEN_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+                       "<|image_pad|>", "<|video_pad|>"]
+QWEN_CHAT_TEMPLATE = (  # Qwen2-VL's template for one turn of images and text (its default system message)
+    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}<|im_start|>system\n"
+    "You are a helpful assistant.<|im_end|>\n{% endif %}<|im_start|>{{ message['role'] }}\n"
+    "{% for c in message['content'] %}{% if c['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+QWEN_MAX_PIXELS = 28 * 28 * 1280  # the tiny twin's processor keeps Qwen's own pixel range (VGA: 391 tokens)
+
+
+def qwen_tokenizer(vocab_size: int = 512):
+    """A byte-level BPE tokenizer with Qwen's special tokens (a transformers fast tokenizer, no BOS)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=QWEN_SPECIAL_TOKENS, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
+    tok.train_from_iterator(_corpus(), trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                   extra_special_tokens={"image_token": "<|image_pad|>"})  # fmt: skip
+
+
+def _qwen_configs(tokenizer):
+    """Qwen2.5-VL's tower in miniature (4 blocks, full attention in blocks 1 and 3, 112-px windows = 4x4 merged
+    cells) and a 2-layer Qwen2 LLM with M-RoPE sections [2, 3, 3] (head_dim 16)."""
+    vision = dict(depth=4, hidden_size=32, intermediate_size=64, num_heads=4, patch_size=14, spatial_merge_size=2,
+                  temporal_patch_size=2, window_size=112, fullatt_block_indexes=[1, 3], out_hidden_size=64)
+    text = dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+                rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [2, 3, 3]},
+                bos_token_id=None, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                tie_word_embeddings=False)  # fmt: skip
+    return vision, text
+
+
+NAMES = {"tiny-llava": "llava", "tiny-llava-next": "llava_next",
+         "tiny-qwen2.5-vl": "qwen2_5_vl"}  # twin -> its architecture family  # fmt: skip
 
 
 def _family(name: str):
@@ -141,16 +182,25 @@ def _family(name: str):
 
 
 def build(name: str, seed: int = 0):
-    """Build `tiny-llava` or `tiny-llava-next` through its family's builder: (model, processor), float32, eval."""
+    """Build a tiny twin through its family's builder: (model, processor), float32, eval."""
+    family = _family(name)
+    if family.name == "qwen2_5_vl":
+        tokenizer = qwen_tokenizer()
+        return family.build(*_qwen_configs(tokenizer), tokenizer, seed=seed, chat_template=QWEN_CHAT_TEMPLATE,
+                            max_pixels=QWEN_MAX_PIXELS)  # fmt: skip
     tokenizer = hf_tokenizer()
-    return _family(name).build(_vision_config(), _text_config(tokenizer), tokenizer, seed=seed,
-                               chat_template=CHAT_TEMPLATE, pinpoints=PINPOINTS)  # fmt: skip
+    return family.build(_vision_config(), _text_config(tokenizer), tokenizer, seed=seed,
+                        chat_template=CHAT_TEMPLATE, pinpoints=PINPOINTS)  # fmt: skip
 
 
 def config(name: str):
     """The HF config of a tiny twin (no weights)."""
+    family = _family(name)
+    if family.name == "qwen2_5_vl":
+        tokenizer = qwen_tokenizer()
+        return family.config(*_qwen_configs(tokenizer), tokenizer)
     tokenizer = hf_tokenizer()
-    return _family(name).config(_vision_config(), _text_config(tokenizer), tokenizer, pinpoints=PINPOINTS)
+    return family.config(_vision_config(), _text_config(tokenizer), tokenizer, pinpoints=PINPOINTS)
 
 
 def save(name: str, out_dir: str | Path, seed: int = 0) -> Path:

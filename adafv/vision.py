@@ -73,7 +73,11 @@ def reading_order(positions: torch.Tensor, patches_per_side: int, grid_cols) -> 
 
 
 def reading_order_index(positions: torch.Tensor, patches_per_side: int, grid_cols) -> torch.Tensor:
-    """The permutation (B, K) that `reading_order` applies: gather anything aligned with `positions` by it."""
+    """The permutation (B, K) that `reading_order` applies: gather anything aligned with `positions` by it.
+    `patches_per_side` None: one image whose positions are raster indices already (Qwen's merged grid)."""
+    if patches_per_side is None:
+        key = torch.where(positions < 0, BIG, positions.float())
+        return smallest(key, positions.shape[-1])[1]  # (B, K)
     side = patches_per_side
     P = side * side
     pos = iclip(positions, low=0)  # (B, K)

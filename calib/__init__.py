@@ -1,4 +1,5 @@
-"""adafv.calib: reduced-precision vision graphs that provably keep the same tokens.
+"""adafv.calib: reduced-precision vision graphs, and the measured recall of the kept tokens against fp32 (a gate
+on held-out images, not a proof).
 
 * `data`: calibration and held-out feeds built through the runtime's own preprocessing and embedding lookup (so
   calibration sees exactly what inference sees), from images, a JSONL, or the set shipped in `calib/data/`;

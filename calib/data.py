@@ -87,14 +87,15 @@ def prepared(pipe, chosen: list[Item]) -> tuple[list[tuple[Item, dict[str, np.nd
     embeddings), and (item, reason) for every other one."""
     from adafv.runtime import load_image
     from adafv.runtime.errors import RuntimeFailure
-    from adafv.runtime.preprocess import preprocess
+    from adafv.runtime.preprocess import crop_to_aspect, preprocess
 
     spec = pipe.manifest["preprocess"]
     lo, hi = pipe.manifest["vision"]["crops"]
     used, skipped = [], []
     for item in chosen:
         try:
-            pixels, grid = preprocess(load_image(item.image), spec)
+            # a fixed-resolution (Qwen) bundle: each image centre-cropped to its aspect, as its camera would see
+            pixels, grid = preprocess(crop_to_aspect(load_image(item.image), spec), spec)
             _, post = pipe.prompt_ids(item.question)
         except RuntimeFailure as e:
             skipped.append((item, str(e)))

@@ -162,6 +162,7 @@ def cmd_engine(args) -> int:
         target=args.target,
         calib_data=str(args.calib_data) if args.calib_data else None,
         allow_degraded=args.allow_degraded,
+        resolution=args.resolution,
     )
     result = build(config, out=args.out, force=args.force, progress=not args.quiet)
     print(result.path)
@@ -357,6 +358,13 @@ TEMPERATURE = _checked(float, "temperature", lambda v: 0 <= v < 1e6, "must be a 
 TOP_P = _checked(float, "top_p", lambda v: 0 < v <= 1, "must be a number in (0, 1]")
 MAX_TEXT = _checked(int, "max_text", lambda v: 1 <= v <= 8192, "must be an integer in 1..8192")
 PORT = _checked(int, "port", lambda v: 1 <= v <= 65535, "must be a port number in 1..65535")
+def _resolution(text: str) -> tuple[int, int]:
+    """WIDTHxHEIGHT (as cameras say it) -> (height, width)."""
+    width, _, height = text.lower().partition("x")
+    return int(height), int(width)
+
+
+RESOLUTION = _checked(_resolution, "resolution", lambda v: min(v) >= 1, "must be WIDTHxHEIGHT in pixels, e.g. 644x476")
 PIXELS = _checked(int, "pixels", lambda v: 1 <= v <= 256_000_000, "must be a pixel count in 1..256000000")
 
 
@@ -420,6 +428,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-crops", type=POSITIVE, help="largest crop count the engine accepts (default: the model's)"
     )
     engine.add_argument("--max-text", type=MAX_TEXT, default=256, help="longest text after the image, in tokens")
+    engine.add_argument("--resolution", type=RESOLUTION, help="Qwen2.5-VL: the bundle's fixed image size WIDTHxHEIGHT, "
+                        "multiples of 28 (default: what the processor gives a 640x480 camera, 644x476)")
     engine.add_argument("--calib-data", type=Path, help="int8: images folder or JSONL (default: the shipped set)")
     engine.add_argument("--allow-degraded", action="store_true", help="int8: keep a graph with held-out recall < 0.9")
     engine.add_argument(
@@ -524,7 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="list the registered models")
     models.set_defaults(func=cmd_models)
 
-    demo = sub.add_parser("demo", help="answer a question about a real photo with the offline default model")
+    demo = sub.add_parser("demo", help="answer a question about a toy-world scene with the shipped offline model")
     demo.add_argument("--model", default=None)
     demo.add_argument("--keep", type=POSITIVE, default=None)
     demo.set_defaults(func=cmd_demo)

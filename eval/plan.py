@@ -94,11 +94,17 @@ def plan(bundle: str | Path, device: str, context: int | None = None, crops: int
         raise ConfigError(f"--context {context}: this bundle's LLM holds at most {llm['max_length']} tokens")
     crops = crops or hi
     context = context or (len(m["prompt"]["before"]) // 4 + m["selection"]["keep"] + 64 + 256)
-    side = int(round(m["vision"]["patches_per_crop"] ** 0.5))
-    tokens = side * side + 1  # per crop, with [CLS]
     width, heads, mlp, layers = _tower(m)
     act_bytes = 2 if d.gpu else 4
-    attention = heads * tokens * tokens * act_bytes
+    if "merged_grid" in m["vision"]:  # Qwen: 4 patches per merged token, no [CLS]; attention in query blocks
+        from adafv.archs.qwen import QUERY_BLOCK_ELEMENTS
+
+        tokens = 4 * m["vision"]["patches_per_crop"]
+        attention = min(heads * tokens * tokens, QUERY_BLOCK_ELEMENTS) * 4  # the float32 saliency block dominates
+    else:
+        side = int(round(m["vision"]["patches_per_crop"] ** 0.5))
+        tokens = side * side + 1  # per crop, with [CLS]
+        attention = heads * tokens * tokens * act_bytes
     hidden = tokens * mlp * act_bytes
     kv_bytes = 2 if d.gpu else 4
     kv_per_token = 2 * llm["num_layers"] * llm["num_kv_heads"] * llm["head_size"] * kv_bytes

@@ -36,27 +36,28 @@ def views(pixels: np.ndarray, grid: tuple[int, int]) -> tuple[np.ndarray, np.nda
     return crops[0], canvas
 
 
-def paint(base: np.ndarray, canvas: np.ndarray | None, cues: dict[int, str], side: int, cols: int):
-    """Kept patches as they are, framed in their cue's colour; the others dimmed. Returns PIL images (base, grid)."""
+def paint(base: np.ndarray, canvas: np.ndarray | None, cues: dict[int, str], side, cols: int):
+    """Kept patches as they are, framed in their cue's colour; the others dimmed. Returns PIL images (base, grid).
+    `side`: patches per side of a square crop, or (rows, cols) of a one-image grid (Qwen's merged grid)."""
     from PIL import Image
 
-    P = side * side
-    S = base.shape[0]
-    patch = S // side
+    rows_, cols_ = (side, side) if isinstance(side, int) else side
+    P = rows_ * cols_
+    patch, patch_w = base.shape[0] // rows_, base.shape[1] // cols_
     out = [base.astype(np.float32) * DIM, None if canvas is None else canvas.astype(np.float32) * DIM]
     sources = [base, canvas]
     for position, cue in cues.items():
         crop, p = divmod(position, P)
-        r, c = divmod(p, side)
+        r, c = divmod(p, cols_)
         if crop == 0:
-            target, y, x = 0, r * patch, c * patch
+            target, y, x = 0, r * patch, c * patch_w
         else:
             tr, tc = divmod(crop - 1, cols)
-            target, y, x = 1, (tr * side + r) * patch, (tc * side + c) * patch
+            target, y, x = 1, (tr * rows_ + r) * patch, (tc * cols_ + c) * patch_w
         if out[target] is None:
             continue
-        region = out[target][y : y + patch, x : x + patch]
-        region[:] = sources[target][y : y + patch, x : x + patch]  # kept: the pixels as they are ...
+        region = out[target][y : y + patch, x : x + patch_w]
+        region[:] = sources[target][y : y + patch, x : x + patch_w]  # kept: the pixels as they are ...
         w = max(1, patch // 7)
         colour = np.array(COLOURS[cue], np.float32)
         region[:w], region[-w:], region[:, :w], region[:, -w:] = colour, colour, colour, colour  # ... framed
@@ -156,11 +157,13 @@ def show(model: str, image_path: str, prompt: str, out: Path, methods: list[str]
         pixels, grid = preprocess(image, spec)
         _, post = pipe.prompt_ids(prompt)
         _, positions = pipe.vision(pixels, pipe.embed(post), grid)
-        side = int(round(pipe.manifest["vision"]["patches_per_crop"] ** 0.5))
+        merged = pipe.manifest["vision"].get("merged_grid")  # Qwen: the cells of one image
+        side = tuple(merged) if merged else int(round(pipe.manifest["vision"]["patches_per_crop"] ** 0.5))
         cues = {int(p): "kept" for p in positions if p >= 0}
         sel = pipe.manifest["selection"]
         base, canvas = views(pixels, grid)
-        rows.append((f"{sel['method']}, keep {sel['keep']} of {pixels.shape[0] * side * side} (bundle)",
+        total = pixels.shape[0] * pipe.manifest["vision"]["patches_per_crop"]
+        rows.append((f"{sel['method']}, keep {sel['keep']} of {total} (bundle)",
                      *paint(base, canvas, cues, side, grid[1])))  # fmt: skip
         kept[sel["method"]] = len(cues)
         legend = ["kept"]
@@ -184,9 +187,15 @@ def _reference_rows(model: str, image, prompt: str, methods: list[str], keep: in
     analysis = reference.analyse(image, prompt)  # the tower once, for every method
     tokens, saliency, relevance = analysis.tokens, analysis.saliency, analysis.relevance  # (N, P, D), (N, P), (N*P,)
     N, P, D = tokens.shape
-    side = reference.visual.patches_per_side
+    prepared = analysis.prepared
     keep = keep or max(1, (N * P) // 10)
-    pixels, grid = preprocess(image, image_processor_spec(reference.processor))
+    if prepared.merged_grid:  # Qwen: the image at the size its processor chose, its merged cells
+        patch = reference.model.config.vision_config.patch_size
+        side, size = tuple(prepared.merged_grid), tuple(patch * v for v in prepared.patch_grid)
+        pixels, grid = preprocess(image, image_processor_spec(reference.processor, size))
+    else:
+        side = reference.visual.patches_per_side
+        pixels, grid = preprocess(image, image_processor_spec(reference.processor))
     base, canvas = views(pixels, grid)
     rows, kept = [], {}
     with torch.no_grad():

@@ -65,6 +65,7 @@ class EngineConfig:
     max_probes: int | None = None  # parity probes: the real photo first, then one per grid; None = all of them
     calib_data: str | None = None  # int8: images folder or JSONL (its calibration split); None = the shipped set
     allow_degraded: bool = False  # int8: keep a graph whose held-out recall is under 0.9
+    resolution: tuple[int, int] | None = None  # (height, width) of a dynamic-resolution model's bundle; None: VGA's
 
     def __post_init__(self):
         if self.target == "auto":
@@ -85,6 +86,12 @@ class EngineConfig:
             raise ConfigError(f"max_text must be in 1..8192, got {self.max_text}")
         if self.max_probes is not None and self.max_probes < 1:
             raise ConfigError(f"max_probes must be >= 1 (the real photo), got {self.max_probes}")
+        if self.resolution is not None:
+            r = self.resolution
+            if (not isinstance(r, (tuple, list)) or len(r) != 2
+                    or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in r)):  # fmt: skip
+                raise ConfigError(f"resolution must be (height, width) in pixels, got {r!r}")
+            object.__setattr__(self, "resolution", (int(r[0]), int(r[1])))
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -105,7 +112,18 @@ def default_out(config: EngineConfig) -> Path:
     return Path("engines") / f"{name}-k{config.selection.keep}-{config.precision}-{config.target}"
 
 
-def graph_shapes(arch, config, max_crops: int | None, max_text: int) -> GraphShapes:
+def graph_shapes(arch, config, max_crops: int | None, max_text: int,
+                 resolution: tuple[int, int] | None = None) -> GraphShapes:  # fmt: skip
+    if arch.positions == "mrope":  # dynamic resolution: one image at the bundle's fixed (height, width)
+        resolution = resolution or arch.default_resolution(config)
+        arch.check_resolution(config, resolution)
+        patch = config.vision_config.patch_size * config.vision_config.spatial_merge_size
+        merged = (resolution[0] // patch) * (resolution[1] // patch)
+        return GraphShapes(crops=(1, 1), max_text=max_text, image_hw=tuple(resolution), anyres=False,
+                           hidden_size=config.text_config.hidden_size, patches_per_crop=merged)  # fmt: skip
+    if resolution is not None:
+        raise ConfigError("--resolution is for dynamic-resolution models (Qwen2.5-VL); this model's crops are "
+                          "fixed by its processor")  # fmt: skip
     lo, hi = arch.crop_range(config)
     if max_crops is not None:
         if max_crops < lo:
@@ -114,7 +132,7 @@ def graph_shapes(arch, config, max_crops: int | None, max_text: int) -> GraphSha
     return GraphShapes(
         crops=(lo, hi),
         max_text=max_text,
-        image_size=config.vision_config.image_size,
+        image_hw=(config.vision_config.image_size, config.vision_config.image_size),
         hidden_size=config.text_config.hidden_size,
         patches_per_crop=(config.vision_config.image_size // config.vision_config.patch_size) ** 2,
         anyres=arch.anyres,
@@ -153,7 +171,7 @@ def probe_cases(
     from PIL import Image
 
     from adafv.pipeline import Reference
-    from adafv.runtime.preprocess import normalize, preprocess
+    from adafv.runtime.preprocess import normalize, patchify, preprocess
 
     reference = Reference(loaded)
     rng = np.random.default_rng(0)
@@ -162,21 +180,26 @@ def probe_cases(
     from adafv.runtime import load_image
 
     images.append((PHOTO, load_image(asset(PHOTO))))  # shipped in the package: never silently missing
-    for h, w in loaded.config.image_grid_pinpoints if shapes.anyres else [(200, 160)]:
+    fixed = spec["kind"] == "qwen2vl"  # one image at the bundle's resolution
+    sizes = [(shapes.image_hw[0] + 3, shapes.image_hw[1] + 5)] if fixed else [(200, 160)]
+    for h, w in loaded.config.image_grid_pinpoints if shapes.anyres else sizes:
         pixels = rng.integers(0, 256, (h + 3, w + 5, 3), dtype=np.uint8)
         images.append((f"random {h + 3}x{w + 5}", Image.fromarray(pixels)))
     cases = []
     for i, (name, image) in enumerate(images[:max_probes]):
         prompt = PROBE_PROMPTS[i % len(PROBE_PROMPTS)]
+        if fixed:  # the reference sees the image the runtime resized (its processor then keeps that size)
+            image = Image.fromarray(preprocess(image, spec)[0][0].transpose(1, 2, 0))
         prepared = reference.prepare(image, prompt)
-        n = prepared.num_crops
+        n = 1 if fixed else prepared.num_crops
         if not shapes.crops[0] <= n <= shapes.crops[1]:
             continue  # --max-crops excludes this grid
         text = reference.embed(prepared.post_ids).detach().float()  # (T, D)
         if text.shape[0] > shapes.max_text:
             continue
         pixels, grid = preprocess(image, spec)  # uint8 (N, 3, S, S), what the runtime sends
-        if grid != tuple(prepared.grid) or not np.array_equal(normalize(pixels, spec), prepared.pixel_values.numpy()):
+        values = patchify(normalize(pixels, spec), spec) if fixed else normalize(pixels, spec)
+        if grid != tuple(prepared.grid) or not np.array_equal(values, prepared.pixel_values.numpy()):
             raise BuildError(f"the runtime's preprocessing differs from the model's image processor on {name}")
         inputs = [torch.from_numpy(pixels), text]
         if shapes.anyres:
@@ -266,7 +289,7 @@ def build(config: EngineConfig, out: Path | None = None, force: bool = False, pr
     spec = resolve(config.model)  # unknown names fail here, before any work
     out = Path(out) if out is not None else default_out(config)
     arch, model_config = peek(config.model)
-    shapes = graph_shapes(arch, model_config, config.max_crops, config.max_text)
+    shapes = graph_shapes(arch, model_config, config.max_crops, config.max_text, config.resolution)
     check_keep(config.selection, shapes)  # before any work: no weights loaded yet
     existing_bundle = check_out(out)
     _check_writable(out)
@@ -359,11 +382,13 @@ def step_graph(ctx: BuildContext) -> None:
 
     from .preprocess_spec import image_processor_spec
 
-    try:
-        ctx.preprocess = image_processor_spec(ctx.loaded.processor)  # unsupported processors fail before long steps
+    arch, fixed = ctx.loaded.arch, ctx.loaded.arch.positions == "mrope"
+    try:  # unsupported processors fail before long steps
+        ctx.preprocess = image_processor_spec(ctx.loaded.processor, ctx.shapes.image_hw if fixed else None)
     except ValueError as e:
         raise BuildError(f"the model's image processor cannot be reproduced by the runtime: {e}") from e
-    visual = ctx.loaded.arch.visual(ctx.loaded.model).float()  # the FP32 graph is the reference; FP16 derives from it
+    # the FP32 graph is the reference; FP16 derives from it
+    visual = arch.graph_visual(ctx.loaded.model, ctx.shapes.image_hw).float()
     ctx.graph = VisionGraph(visual, ctx.config.selection, ctx.shapes.anyres, value_table(ctx.preprocess)).eval()
     ctx.exported = ctx.steps.run("export vision graph to ONNX", export_onnx, ctx.graph, ctx.shapes, ctx.vision)
     ctx.vision_files = {"fp32": ctx.vision.name}
@@ -519,6 +544,10 @@ def manifest_of(ctx: BuildContext) -> dict:
     from .llm import MIN_ONNXRUNTIME
 
     config, loaded, shapes = ctx.config, ctx.loaded, ctx.shapes
+    fixed = loaded.arch.positions == "mrope"
+    if fixed:
+        cell = loaded.config.vision_config.patch_size * loaded.config.vision_config.spatial_merge_size
+        merged = (shapes.image_hw[0] // cell, shapes.image_hw[1] // cell)
     before, after = loaded.prompt_template()
     tok = loaded.processor.tokenizer
     eos = loaded.model.generation_config.eos_token_id
@@ -552,7 +581,11 @@ def manifest_of(ctx: BuildContext) -> dict:
                 if shapes.anyres
                 else "single crop: no grid input"
             ),
-            "reading_order": "base view raster, then the high-resolution crops stitched into one grid, raster",
+            "reading_order": (
+                "raster on the merged grid; kept_positions = row * cols + col" if fixed
+                else "base view raster, then the high-resolution crops stitched into one grid, raster"
+            ),
+            **({"merged_grid": list(merged)} if fixed else {}),
             "padding": "paper mode pads the last keep - V rows: position -1, token zeros",
             "lint": {"ops": ctx.lint.ops, "topk": ctx.lint.topk, "selection_nodes": ctx.lint.selection_nodes},
             **({"int8": ctx.int8} if ctx.int8 is not None else {}),
@@ -562,7 +595,7 @@ def manifest_of(ctx: BuildContext) -> dict:
         "prompt": {
             "before": before,
             "after": after,
-            "image_token": "<image>",
+            "image_token": tok.convert_ids_to_tokens(loaded.image_token_id),
             "image_token_id": loaded.image_token_id,
             "text_after_image": "the tokens after the image placeholder feed relevance (docs/method.md §2)",
         },
@@ -574,7 +607,7 @@ def manifest_of(ctx: BuildContext) -> dict:
         },
         "embed": ctx.embed,
         "layout": ctx.layout,
-        "llm": ctx.llm,
+        "llm": {**ctx.llm, "positions": loaded.arch.positions},
         "tools": _tool_versions(),
         "timings_s": dict(ctx.steps.times),
     }

@@ -162,7 +162,10 @@ def overlap(got: np.ndarray, want: np.ndarray) -> float:
 
 
 def check_parity(session, cases: list[ParityCase], atol: float = TOLERANCES.tokens_atol) -> dict:
-    """Run each case through an ONNX Runtime session; positions must be identical and tokens within atol."""
+    """Run each case through an ONNX Runtime session; positions must be identical and tokens within atol. No case
+    at all proves nothing: a ParityError too."""
+    if not cases:
+        raise ParityError("no parity probe fits this graph (crop range, --max-text): nothing was compared")
     failures, worst = [], 0.0
     for case in cases:
         tokens, positions = session.run(["kept_tokens", "kept_positions"], case.feeds)

@@ -1,12 +1,15 @@
 """The vision graph: HF vision tower + projector + AdaFV selection as one module with a fixed keep, and its ONNX
 export (torch.onnx dynamo exporter, opset 18).
 
-Inputs:  pixel_values (crops, 3, S, S) uint8     crops dynamic in [min_crops, max_crops]; the processor's rescale +
-                                                 normalize runs inside (PixelTable), so the host sends bytes
+Inputs:  pixel_values (crops, 3, H, W) uint8     crops dynamic in [min_crops, max_crops]; the processor's rescale +
+                                                 normalize runs inside (PixelTable), so the host sends bytes.
+                                                 LLaVA: square crops (H = W = S); Qwen2.5-VL: one image at the
+                                                 bundle's fixed resolution, patchified inside the graph
          text_embeds  (text, D) float32          the LLM input embeddings of the text after the image, text dynamic
          image_grid   (2,) int64                 [rows, cols] of high-resolution crops (anyres models only)
 Outputs: kept_tokens    (keep, D) float32        in the LLM's reading order
-         kept_positions (keep,) int64            crop-major positions, in the same order (-1 = padding, paper mode)
+         kept_positions (keep,) int64            crop-major positions, in the same order (-1 = padding, paper mode);
+                                                 Qwen: raster indices on the merged grid (row * cols + col)
 """
 
 from __future__ import annotations
@@ -57,12 +60,13 @@ class VisionGraph(nn.Module):
     def __init__(self, visual: VisualTokens, config: AdaFVConfig, anyres: bool, pixel_table: np.ndarray):
         super().__init__()
         self.pixels = PixelTable(pixel_table)
-        self.visual = visual
+        self.visual = visual  # the arch's graph_visual: LLaVA's VisualTokens, or Qwen's tower at a fixed grid
+        side = getattr(visual, "patches_per_side", None)  # None: one image read in raster order (Qwen)
         self.merges = methods.get(config.method).merges  # visionzip: merges before the projector, not after
         if self.merges:
-            self.zip = ZipTokens(config, visual.patches_per_side)
+            self.zip = ZipTokens(config, side)
         else:
-            self.select = SelectTokens(config, visual.patches_per_side)
+            self.select = SelectTokens(config, side)
         self.anyres = anyres
 
     def forward(self, pixel_values, text_embeds, image_grid=None):
@@ -81,9 +85,9 @@ class GraphShapes:
 
     crops: tuple[int, int]  # (min, max)
     max_text: int
-    image_size: int
+    image_hw: tuple[int, int]  # (height, width) of each crop: (S, S); Qwen: the bundle's fixed resolution
     hidden_size: int  # D, the LLM width
-    patches_per_crop: int
+    patches_per_crop: int  # visual tokens per crop (Qwen: merged tokens of the image)
     anyres: bool
 
     def __post_init__(self):
@@ -94,7 +98,7 @@ class GraphShapes:
 
     def contract(self, keep: int) -> contract.VisionContract:
         """The graph's I/O contract (adafv.runtime.contract) at a fixed keep."""
-        return contract.VisionContract(self.image_size, self.hidden_size, keep, self.crops, self.max_text, self.anyres)
+        return contract.VisionContract(self.image_hw, self.hidden_size, keep, self.crops, self.max_text, self.anyres)
 
     @property
     def input_names(self) -> list[str]:
@@ -119,8 +123,8 @@ def check_keep(config: AdaFVConfig, shapes: GraphShapes) -> None:
 
 def example_inputs(shapes: GraphShapes, crops: int, text: int, grid=(1, 2), seed: int = 0) -> tuple:
     g = torch.Generator().manual_seed(seed)
-    S, D = shapes.image_size, shapes.hidden_size
-    pixel_values = torch.randint(0, 256, (crops, 3, S, S), generator=g, dtype=torch.uint8)  # (N, 3, S, S)
+    (H, W), D = shapes.image_hw, shapes.hidden_size
+    pixel_values = torch.randint(0, 256, (crops, 3, H, W), generator=g, dtype=torch.uint8)  # (N, 3, H, W)
     text_embeds = torch.randn((text, D), generator=g) * 0.02  # (T, D)
     if not shapes.anyres:
         return pixel_values, text_embeds

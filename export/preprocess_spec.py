@@ -3,7 +3,8 @@
 `image_processor_spec(processor)` reads the processor's attributes (a full `LlavaNextProcessor` / `LlavaProcessor`
 or its `image_processor`) and returns the spec the bundle stores; the runtime then reproduces the processor's
 `pixel_values` bit for bit without torch or transformers. Supported: transformers' PIL-backend
-`LlavaNextImageProcessorPil` (anyres) and `CLIPImageProcessorPil` (LLaVA-1.5), with the options those models use.
+`LlavaNextImageProcessorPil` (anyres), `CLIPImageProcessorPil` (LLaVA-1.5) and `Qwen2VLImageProcessorPil` (Qwen2-VL /
+Qwen2.5-VL, at the bundle's fixed resolution), with the options those models use.
 Anything else raises `ValueError` naming the processor and the option, rather than producing a spec whose output
 would silently differ.
 """
@@ -15,14 +16,15 @@ from typing import Any
 
 from adafv.runtime.preprocess import crop_side
 
-KINDS = {"LlavaNextImageProcessorPil": "anyres", "CLIPImageProcessorPil": "clip"}
+KINDS = {"LlavaNextImageProcessorPil": "anyres", "CLIPImageProcessorPil": "clip", "Qwen2VLImageProcessorPil": "qwen2vl"}
 # PIL resample ids: NEAREST, LANCZOS, BILINEAR, BICUBIC, BOX, HAMMING
 PIL_RESAMPLE_IDS = range(6)
 PIL_BILINEAR = 2  # what transformers' PIL backend uses when `resample` is None
 
 
-def image_processor_spec(processor: Any) -> dict:
-    """HF processor or image processor -> the runtime's preprocessing spec (see `adafv.runtime.preprocess`)."""
+def image_processor_spec(processor: Any, resolution: tuple[int, int] | None = None) -> dict:
+    """HF processor or image processor -> the runtime's preprocessing spec (see `adafv.runtime.preprocess`).
+    `resolution` (height, width): the fixed resolution of a dynamic-resolution (Qwen2-VL) bundle."""
     image_processor = getattr(processor, "image_processor", processor)
     name = type(image_processor).__name__
     if name not in KINDS:
@@ -41,6 +43,8 @@ def image_processor_spec(processor: Any) -> dict:
     def fail(message: str):
         raise ValueError(f"{name}: {message}; the runtime cannot reproduce it")
 
+    if kind == "qwen2vl":
+        return _qwen2vl(image_processor, name, resolution)
     if option("data_format") not in (None, "channels_first"):
         fail(f"data_format={option('data_format')!r} (only channels_first is supported)")
     size = _size_dict(option("size"), name, "size")
@@ -112,3 +116,46 @@ def _pinpoints(value: Any, spec: dict, name: str) -> list[list[int]]:
     if uneven:
         raise ValueError(f"{name}: image_grid_pinpoints {uneven} are not multiples of the crop side {side}")
     return pinpoints
+
+
+def _qwen2vl(image_processor: Any, name: str, resolution: tuple[int, int] | None) -> dict:
+    """Qwen2VLImageProcessorPil at a bundle's fixed resolution: the processor must map that resolution to itself
+    (smart_resize within its min/max pixels), so an image of that size is preprocessed exactly as the processor
+    would; the runtime resizes other images of the same aspect to it with the processor's own PIL filter."""
+    from adafv.archs.qwen import smart_resize
+
+    option = lambda key: getattr(image_processor, key, None)  # noqa: E731
+    if resolution is None:
+        raise ValueError(f"{name}: a dynamic-resolution processor needs the bundle's fixed resolution")
+    size = _size_dict(option("size"), name, "size")
+    lo, hi = size.get("shortest_edge"), size.get("longest_edge")
+    if not lo or not hi:
+        raise ValueError(f"{name}: size={size} needs 'shortest_edge' (min pixels) and 'longest_edge' (max pixels)")
+    patch, merge, temporal = int(option("patch_size")), int(option("merge_size")), int(option("temporal_patch_size"))
+    h, w = resolution
+    if smart_resize(h, w, patch * merge, lo, hi) != (h, w):
+        fits = smart_resize(h, w, patch * merge, lo, hi)
+        raise ValueError(f"{name}: --resolution {w}x{h} is outside the processor's range of {lo}..{hi} pixels "
+                         f"(it would resize it to {fits[1]}x{fits[0]}): choose a resolution within it")  # fmt: skip
+    resample = option("resample")
+    resample = PIL_BILINEAR if resample is None else resample
+    if not isinstance(resample, Integral) or int(resample) not in PIL_RESAMPLE_IDS:
+        raise ValueError(f"{name}: resample={resample!r} is not a PIL resampling filter")
+    do_rescale, do_normalize = bool(option("do_rescale")), bool(option("do_normalize"))
+    if not option("do_resize"):
+        raise ValueError(f"{name}: do_resize=False; the runtime resizes every image to the bundle's resolution")
+    return {
+        "kind": "qwen2vl",
+        "resolution": {"height": h, "width": w},
+        "resample": int(resample),
+        "do_rescale": do_rescale,
+        "rescale_factor": float(option("rescale_factor")) if do_rescale else None,
+        "do_normalize": do_normalize,
+        "image_mean": _per_channel(option("image_mean"), name, "image_mean") if do_normalize else None,
+        "image_std": _per_channel(option("image_std"), name, "image_std") if do_normalize else None,
+        "patch_size": patch,
+        "merge_size": merge,
+        "temporal_patch_size": temporal,
+        "min_pixels": int(lo),
+        "max_pixels": int(hi),
+    }

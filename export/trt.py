@@ -67,10 +67,10 @@ def build_engine(
     )
 
     major = int(version.split(".")[0])
-    S, D = shapes.image_size, shapes.hidden_size
+    (H, W), D = shapes.image_hw, shapes.hidden_size
     lo, hi = shapes.crops
     profile = Profile()
-    profile.add("pixel_values", min=(lo, 3, S, S), opt=(hi, 3, S, S), max=(hi, 3, S, S))
+    profile.add("pixel_values", min=(lo, 3, H, W), opt=(hi, 3, H, W), max=(hi, 3, H, W))
     profile.add("text_embeds", min=(1, D), opt=(min(64, shapes.max_text), D), max=(shapes.max_text, D))
     cache = str(timing_cache) if timing_cache else None
     if precision == "fp32":

@@ -1,5 +1,6 @@
-"""adafv.runtime: answers questions from a bundle (vision engine + int4 LLM). numpy, PIL, tokenizers, onnxruntime
-(and tensorrt where present); never torch or transformers. Heavy modules load on first use."""
+"""adafv.runtime: answers questions from a bundle (vision graph or TensorRT engine + int4 LLM). numpy, PIL,
+tokenizers, onnxruntime(-genai); never torch or transformers. Running a TensorRT engine needs tensorrt and
+Polygraphy, which the runtime extras do not install (docs/gpu-jetson.md). Heavy modules load on first use."""
 
 from .errors import BundleError, ImageError, PromptError, RuntimeFailure
 from .images import load_image, load_image_bytes

@@ -3,11 +3,13 @@ shapes and dtypes, which axes are dynamic and over what range, the feed dict eve
 loaded graph is what the manifest says, and the tolerances each verification uses. Torch-free: the exporter writes
 the graph and the manifest from it, the runtime, the TensorRT runner, calibration and the bench feed it through it.
 
-    inputs   pixel_values  (crops, 3, S, S) uint8     crops dynamic over the engine's range
+    inputs   pixel_values  (crops, 3, H, W) uint8     crops dynamic over the engine's range (LLaVA: square crops of
+                                                      side S; Qwen: one image at the bundle's fixed resolution)
              text_embeds   (text, D)        float32   text dynamic in 1..max_text (the tokens after the image)
              image_grid    (2,)             int64     [rows, cols] of high-resolution crops; anyres graphs only
     outputs  kept_tokens    (keep, D)       float32   in the LLM's reading order (paper mode pads with zeros)
-             kept_positions (keep,)         int64     each kept token's position n*P + p, -1 for padding
+             kept_positions (keep,)         int64     each kept token's position n*P + p, -1 for padding (Qwen:
+                                                      the raster index row * cols + col on the merged grid)
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ TOLERANCES = Tolerances()
 class VisionContract:
     """One bundle's vision graph: the facts its inputs and outputs are made of."""
 
-    image_size: int
+    image_hw: tuple[int, int]  # (height, width) of what the graph takes: a crop (S, S), or Qwen's fixed resolution
     hidden_size: int
     keep: int
     crops: tuple[int, int]
@@ -54,7 +56,7 @@ class VisionContract:
     @classmethod
     def from_manifest(cls, manifest: dict[str, Any]) -> VisionContract:
         v = manifest["vision"]
-        return cls(image_size=v["inputs"][PIXELS]["shape"][2], hidden_size=v["hidden_size"],
+        return cls(image_hw=tuple(v["inputs"][PIXELS]["shape"][2:4]), hidden_size=v["hidden_size"],
                    keep=manifest["selection"]["keep"], crops=tuple(v["crops"]), max_text=v["max_text"],
                    anyres=GRID in v["inputs"])  # fmt: skip
 
@@ -77,7 +79,7 @@ class VisionContract:
 
     def inputs(self) -> dict[str, dict[str, Any]]:
         """The manifest's `vision.inputs`."""
-        out = {PIXELS: {"shape": ["crops", 3, self.image_size, self.image_size], "dtype": "uint8"},
+        out = {PIXELS: {"shape": ["crops", 3, *self.image_hw], "dtype": "uint8"},
                TEXT: {"shape": ["text", self.hidden_size], "dtype": "float32"}}  # fmt: skip
         if self.anyres:
             out[GRID] = {"shape": [2], "dtype": "int64"}
@@ -107,7 +109,7 @@ class VisionContract:
         if outputs.get(TOKENS) != [self.keep, self.hidden_size] or outputs.get(POSITIONS) != [self.keep]:
             problems.append(f"its outputs are {outputs}, the manifest says keep={self.keep} and D={self.hidden_size}")
         pixels = inputs.get(PIXELS)
-        side = [self.image_size, self.image_size]
+        side = list(self.image_hw)
         if pixels is None or pixels[1] != "tensor(uint8)" or pixels[0][1:] != [3, *side]:
             problems.append(f"its pixel input is {pixels}, the manifest says uint8 (crops, 3, {side[0]}, {side[1]})")
         text = inputs.get(TEXT)

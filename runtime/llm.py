@@ -113,6 +113,7 @@ class Decoder:
         self.mask_dtype = session_dtype(inputs["attention_mask"])
         self.kv_dtype = session_dtype(inputs[self.past_key % 0])
         self.logits_dtype = session_dtype(outputs[self.logits_name])
+        self.positions = "position_ids" in inputs  # a 3-D (M-RoPE) decoder: the caller gives every position
         self.provider = self.session.get_providers()[0]
         self.device = "cuda" if self.provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider") else "cpu"
 
@@ -125,13 +126,25 @@ class Decoder:
         sampler: Sampler,
         on_token: Callable[[int], bool | None] | None = None,
         on_logits: Callable[[np.ndarray], None] | None = None,
+        positions: np.ndarray | None = None,
     ) -> Generation:
         """embeds (L, D), any float dtype: the whole prompt. Returns the new token ids (EOS excluded). `on_token`
         sees each new token; returning True ends the generation there (a stop sequence: `stopped` = "stop").
-        `on_logits` sees each step's logits (V,) before sampling (the build's check of the decoder uses it)."""
+        `on_logits` sees each step's logits (V,) before sampling (the build's check of the decoder uses it).
+        `positions` (3, L) int64: the prompt's M-RoPE positions (adafv.positions), required by a 3-D decoder; each
+        generated token then takes the next position on all three rows."""
         import onnxruntime as ort
 
         length = embeds.shape[0]
+        if self.positions:
+            if positions is None:
+                from adafv.positions import mrope
+
+                positions = mrope(length, [], (0, 0), 0)  # text only: (p, p, p)
+            positions = np.asarray(positions, dtype=np.int64)
+            if positions.shape != (3, length):
+                raise EngineError(f"the decoder needs (3, {length}) positions, got {positions.shape}")
+            next_position = int(positions.max()) + 1 if length else 0
         if length + max_new_tokens > self.max_length:
             raise PromptError(
                 f"prompt ({length} tokens with the image) + max_new_tokens ({max_new_tokens}) exceeds the LLM's "
@@ -155,6 +168,8 @@ class Decoder:
                 binding.bind_ortvalue_input(past % i, cache[past % i])  # shared buffer: past and present are one
                 binding.bind_ortvalue_output(present % i, cache[past % i])
         binding.bind_ortvalue_input("inputs_embeds", prompt)
+        if self.positions:
+            binding.bind_cpu_input("position_ids", np.ascontiguousarray(positions[:, None]))  # (3, 1, L)
         tokens: list[int] = []
         stopped = "length"
         prefill_done = first_token_at = None
@@ -185,6 +200,8 @@ class Decoder:
                 break
             row = np.asarray(embed_table[token], dtype=self.embeds_dtype)[None, None]  # (1, 1, D)
             binding.bind_cpu_input("inputs_embeds", row)
+            if self.positions:
+                binding.bind_cpu_input("position_ids", np.full((3, 1, 1), next_position + len(tokens) - 1, np.int64))
         end = time.perf_counter()
         return Generation(
             tokens=tokens,

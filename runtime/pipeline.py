@@ -222,6 +222,16 @@ class Pipeline:
         side = int(round(self.manifest["vision"]["patches_per_crop"] ** 0.5))
         return rows_layout(positions, tokens, self._newline, side, grid[1])
 
+    def llm_positions(self, n_pre: int, kept: np.ndarray, n_post: int) -> np.ndarray | None:
+        """The prompt's M-RoPE positions (3, L) for a Qwen bundle (adafv.positions: each kept token at its cell of
+        the merged grid, the text after the image where the whole image would end it); None for 1-D LLMs."""
+        if self.manifest["llm"].get("positions") != "mrope":
+            return None
+        from adafv.positions import cells, mrope
+
+        grid = self.manifest["vision"]["merged_grid"]
+        return mrope(n_pre, cells(kept, grid[1]), grid, n_post)
+
     def prepare(self, image) -> PreparedImage:
         """Decode-side work done ahead of `run`: the crops the vision graph takes, and nothing of the full image."""
         _check_image(image)
@@ -285,8 +295,9 @@ class Pipeline:
         tok = self.manifest["tokenizer"]
         stream = _Detokenizer(self.tokenizer, on_token, stops) if on_token is not None or stops else None
         decoder = self._load_decoder()
+        llm_positions = self.llm_positions(len(pre), positions[valid], len(post))
         generation = decoder.generate(embeds, self.embed_table, set(tok["eos_token_ids"]), max_new_tokens, sampler,
-                                      stream)  # fmt: skip
+                                      stream, positions=llm_positions)  # fmt: skip
         if stream is not None:
             stream.flush()
         text = stream.text if stream is not None else self.tokenizer.decode(generation.tokens, skip_special_tokens=True)
@@ -313,6 +324,8 @@ class Pipeline:
             "layout": self.manifest["layout"]["kind"],
             "num_crops": num_crops,
             "grid": list(grid),
+            **({"merged_grid": self.manifest["vision"]["merged_grid"]} if "merged_grid" in self.manifest["vision"]
+               else {}),  # fmt: skip
             "stopped": generation.stopped,
             "prompt_tokens": int(embeds.shape[0]),
             "warmup_ms": self.warmup_ms,

@@ -1,7 +1,9 @@
 """Image preprocessing for the torch-free runtime: numpy + PIL, bit-equal to transformers' PIL image processors.
 
 `preprocess(image, spec)` turns an RGB PIL image into the `pixel_values` the model's HF image processor produces:
-`LlavaNextImageProcessorPil` (`kind="anyres"`) or `CLIPImageProcessorPil` (`kind="clip"`). `spec` is the JSON-able
+`LlavaNextImageProcessorPil` (`kind="anyres"`), `CLIPImageProcessorPil` (`kind="clip"`) or, at a bundle's fixed
+resolution, `Qwen2VLImageProcessorPil` (`kind="qwen2vl"`: one resize, no crop; `patchify` lays the values out as
+its `pixel_values`; `check_aspect` refuses images it would distort). `spec` is the JSON-able
 dict `adafv.export.preprocess_spec.image_processor_spec` writes into the bundle:
 
     kind                 "anyres" | "clip"
@@ -39,6 +41,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from PIL import Image
 
+from .errors import ImageError
 from .images import to_rgb
 
 
@@ -111,17 +114,72 @@ def preprocess(image, spec: dict) -> tuple[np.ndarray, tuple[int, int]]:
     """
     image = to_rgb(image)
     image.load()  # decoded once, here: the two resize threads below then only read it
+    if spec["kind"] == "qwen2vl":
+        return _fixed_resolution(image, spec), (1, 1)
     if spec["kind"] == "anyres":
         views, grid = _anyres_views(image, spec)
     elif spec["kind"] == "clip":
         views, grid = [image], (1, 1)
     else:
-        raise ValueError(f"unknown image preprocessing kind {spec['kind']!r} (expected 'anyres' or 'clip')")
+        raise ValueError(f"unknown image preprocessing kind {spec['kind']!r} (expected anyres, clip or qwen2vl)")
     views = [_finish_view(view, spec) for view in views]  # uint8 (H, W, 3) each
     pixels = np.empty((len(views), 3, *views[0].shape[:2]), dtype=np.uint8)  # (N, 3, H, W)
     for n, view in enumerate(views):
         pixels[n] = view.transpose(2, 0, 1)
     return pixels, grid
+
+
+ASPECT_TOLERANCE_CELLS = 1  # an image may differ from a fixed-resolution bundle's aspect by one 28-px cell at most
+
+
+def check_aspect(size_wh: tuple[int, int], spec: dict) -> None:
+    """A fixed-resolution (Qwen) bundle takes images of its aspect ratio, give or take one merge cell; anything
+    else would be distorted by the resize: one ImageError line instead."""
+    width, height = size_wh
+    target_h, target_w = spec["resolution"]["height"], spec["resolution"]["width"]
+    cell = spec["patch_size"] * spec["merge_size"]
+    slack = math.log1p(ASPECT_TOLERANCE_CELLS * cell / min(target_h, target_w))
+    if abs(math.log((width / height) / (target_w / target_h))) > slack:
+        raise ImageError(f"a {width}x{height} image (aspect {width / height:.2f}) does not fit this bundle's "
+                         f"{target_w}x{target_h} (aspect {target_w / target_h:.2f}) without distortion: crop it to "
+                         f"that aspect, or build a bundle for it (adafv engine MODEL --resolution WxH)")  # fmt: skip
+
+
+def crop_to_aspect(image: Image.Image, spec: dict) -> Image.Image:
+    """The largest centred crop of `image` with a fixed-resolution bundle's aspect ratio (calibration data of any
+    shape); images of other kinds of bundle are returned as they are."""
+    if spec["kind"] != "qwen2vl":
+        return image
+    target = spec["resolution"]["width"] / spec["resolution"]["height"]
+    width, height = image.size
+    if width / height > target:
+        new_w = max(1, round(height * target))
+        left = (width - new_w) // 2
+        return image.crop((left, 0, left + new_w, height))
+    new_h = max(1, round(width / target))
+    top = (height - new_h) // 2
+    return image.crop((0, top, width, top + new_h))
+
+
+def _fixed_resolution(image: Image.Image, spec: dict) -> np.ndarray:
+    """The image resized to the bundle's resolution with the processor's own filter (the very PIL call its
+    `resize` makes; an image of that size is passed through) -> uint8 (1, 3, H, W)."""
+    check_aspect(image.size, spec)
+    h, w = spec["resolution"]["height"], spec["resolution"]["width"]
+    if image.size != (w, h):
+        image = image.resize((w, h), spec["resample"])
+    return np.ascontiguousarray(np.asarray(image).transpose(2, 0, 1)[None])  # (1, 3, H, W)
+
+
+def patchify(values: np.ndarray, spec: dict) -> np.ndarray:
+    """float (1, 3, H, W) -> Qwen2-VL's `pixel_values` (rows*cols, 3*T*p*p): patches in merge-unit order, the frame
+    repeated over the temporal patch (what the vision graph does inside; for tests and tools)."""
+    p, m, t = spec["patch_size"], spec["merge_size"], spec["temporal_patch_size"]
+    _, c, h, w = values.shape
+    rows, cols = h // p, w // p
+    x = values[0].reshape(c, rows // m, m, p, cols // m, m, p).transpose(1, 4, 2, 5, 0, 3, 6)  # (r, c, m, m, C, p, p)
+    x = np.broadcast_to(x[:, :, :, :, :, None], (*x.shape[:5], t, p, p))
+    return x.reshape(rows * cols, c * t * p * p)
 
 
 def normalize(pixels: np.ndarray, spec: dict) -> np.ndarray:

@@ -56,11 +56,12 @@ def make_bundle(tmp_path_factory):
     root = tmp_path_factory.mktemp("bundles")
     built = {}
 
-    def make(model="tiny-llava-next", keep=64, mode="exact", precision="fp32", llm="int4", target="cpu"):
-        key = (model, keep, mode, precision, llm, target)
+    def make(model="tiny-llava-next", keep=64, mode="exact", precision="fp32", llm="int4", target="cpu",
+             resolution=None, method="adafv"):  # fmt: skip
+        key = (model, keep, mode, precision, llm, target, *(resolution or ()), method)
         if key not in built:
-            config = EngineConfig(model, AdaFVConfig(keep=keep, mode=mode), precision=precision, llm_precision=llm,
-                                  target=target)  # fmt: skip
+            config = EngineConfig(model, AdaFVConfig(keep=keep, mode=mode, method=method), precision=precision,
+                                  llm_precision=llm, target=target, resolution=resolution)  # fmt: skip
             built[key] = build(config, out=root / "-".join(map(str, key)), progress=False)
         return built[key]
 

@@ -353,11 +353,10 @@ def test_cli_engine_and_make_target_are_thin(tmp_path, capsys):
     code = main(["engine", "tiny-llava", "--keep", "16", "--out", str(tmp_path / "b"), "--quiet"])
     assert code == 0 and capsys.readouterr().out.strip() == str(tmp_path / "b")
     assert (tmp_path / "b" / "manifest.json").is_file()
+    import os
     import subprocess
 
-    import os
-
-    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}  # CI runs us under make
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}  # CI runs make test
     dry = subprocess.run(["make", "-n", "--no-print-directory", "engine", "MODEL=tiny-llava", "keep=16", "TARGET=cpu"],
                          capture_output=True, text=True, env=env,
                          cwd=Path(__file__).resolve().parents[1])  # what make would run, not run

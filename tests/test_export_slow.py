@@ -35,7 +35,7 @@ EXPORT = textwrap.dedent(
     mean, std = np.array([0.48145466, 0.4578275, 0.40821073]), np.array([0.26862954, 0.26130258, 0.27577711])
     table = ((np.arange(256) / 255.0)[None, :] - mean[:, None]) / std[:, None]  # (3, 256) CLIP's normalisation
     graph = VisionGraph(visual, AdaFVConfig(keep=64), anyres=False, pixel_table=table.astype(np.float32)).eval()
-    shapes = GraphShapes(crops=(1, 1), max_text=64, image_size=336, hidden_size=4096, patches_per_crop=576,
+    shapes = GraphShapes(crops=(1, 1), max_text=64, image_hw=(336, 336), hidden_size=4096, patches_per_crop=576,
                          anyres=False)
     start = time.perf_counter()
     export_onnx(graph, shapes, out / "vision.onnx")

@@ -59,9 +59,9 @@ def test_kept_tokens_reach_the_llm_in_reading_order(tiny_next, photos, monkeypat
     seen = {}
     original = tiny_next.generate
 
-    def capture(prepared, visual_embeds, max_new_tokens):
+    def capture(prepared, visual_embeds, max_new_tokens, positions=None):
         seen["visual"] = visual_embeds
-        return original(prepared, visual_embeds, max_new_tokens)
+        return original(prepared, visual_embeds, max_new_tokens, positions)
 
     monkeypatch.setattr(tiny_next, "generate", capture)
     result = tiny_next.run(image, prompt, AdaFVConfig(keep=40, layout="compact"), max_new_tokens=4)

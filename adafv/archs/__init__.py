@@ -12,7 +12,10 @@ Adding a family is one new module that defines an `Arch` and registers it, plus 
 
 from __future__ import annotations
 
-from . import llava  # noqa: E402,F401 - registers llava and llava_next
+from . import (
+    llava,  # noqa: E402,F401 - registers llava and llava_next
+    qwen,  # noqa: E402,F401 - registers qwen2_5_vl
+)
 from .base import REGISTRY, Arch, get, register
 
 __all__ = ["REGISTRY", "Arch", "get", "register"]

@@ -21,6 +21,12 @@ class Arch:
         """The transformers class of a full VLM of this family."""
         raise NotImplementedError
 
+    def load_processor(self, source: str, **kwargs):
+        """The checkpoint's own HF processor (the PIL backend: the torch-free runtime reproduces it bit for bit)."""
+        from transformers import AutoProcessor
+
+        return AutoProcessor.from_pretrained(source, backend="pil", **kwargs)
+
     def check(self, config, where: str) -> None:
         """A ModelError naming what adafv does not support in this checkpoint's config."""
         raise NotImplementedError
@@ -53,6 +59,11 @@ class Arch:
     def visual(self, model):
         """adafv.vision.VisualTokens over the model's own tower and projector (shared, not copied)."""
         raise NotImplementedError
+
+    def graph_visual(self, model, resolution: tuple[int, int] | None = None):
+        """The visual module the vision graph runs (float pixels (N, 3, H, W) in): `visual` for fixed-size crops;
+        a dynamic-resolution family binds the bundle's resolution here."""
+        return self.visual(model)
 
     def newline(self, model):
         """The embedding the rows layout puts after each kept grid row, (D,), or None."""

@@ -1,0 +1,164 @@
+"""A Qwen2.5-VL bundle end to end on the tiny twin: built at a fixed resolution, its fp32 bundle answers token for
+token like the PyTorch reference with the same kept cells; the decoder takes 3-D positions; images it would distort
+are one line; the server, show and doctor take it; every compilable method builds (slow)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from adafv import AdaFVConfig
+
+RESOLUTION = (224, 308)  # (height, width): 8 x 11 merged tokens
+PROMPTS = ("What is in the picture?", "Is there a red star? Answer in one word.")
+
+
+def noise(h: int, w: int, seed: int = 0) -> Image.Image:
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8))
+
+
+@pytest.fixture(scope="module")
+def bundle(make_bundle):
+    return make_bundle("tiny-qwen2.5-vl", 16, llm="fp32", resolution=RESOLUTION)
+
+
+@pytest.fixture(scope="module")
+def pipe(bundle):
+    from adafv.runtime import Pipeline
+
+    return Pipeline.load(bundle.path)
+
+
+@pytest.fixture(scope="module")
+def reference():
+    from adafv.pipeline import Reference
+
+    return Reference.load("tiny-qwen2.5-vl")
+
+
+def as_runtime_sees(pipe, image: Image.Image) -> Image.Image:
+    """The image at the bundle's resolution (what the reference must see to compare)."""
+    from adafv.runtime.preprocess import preprocess
+
+    return Image.fromarray(preprocess(image, pipe.manifest["preprocess"])[0][0].transpose(1, 2, 0))
+
+
+def test_the_manifest_says_what_the_bundle_is(bundle, pipe):
+    m = bundle.manifest
+    assert m["model"]["arch"] == "qwen2_5_vl" and m["llm"]["positions"] == "mrope"
+    assert m["vision"]["merged_grid"] == [8, 11] and m["vision"]["patches_per_crop"] == 88
+    assert m["vision"]["inputs"]["pixel_values"]["shape"] == ["crops", 3, 224, 308]
+    assert m["preprocess"]["kind"] == "qwen2vl" and m["preprocess"]["resolution"] == {"height": 224, "width": 308}
+    assert m["prompt"]["image_token"] == "<|image_pad|>" and m["parity"]["fp32"]["cases"] >= 2
+    names = {i.name: i.shape for i in pipe.decoder.session.get_inputs()}
+    assert names["position_ids"][0] == 3  # onnxruntime-genai's Qwen2.5-VL decoder: (3, batch, sequence)
+
+
+@pytest.mark.parametrize("size", [(224, 308), (450, 620), (112, 154)])
+def test_fp32_bundle_answers_token_for_token_like_the_reference(pipe, reference, size):
+    image = noise(*size, seed=size[0])
+    for prompt in PROMPTS:
+        got = pipe.run(image, prompt, max_new_tokens=12)
+        want = reference.run(as_runtime_sees(pipe, image), prompt, AdaFVConfig(keep=16), max_new_tokens=12)
+        assert got["kept_positions"] == want["kept_positions"] and len(got["kept_positions"]) == 16
+        assert got["tokens"] == want["tokens"] and got["text"] == want["text"]
+        assert got["merged_grid"] == want["merged_grid"] == [8, 11]
+
+
+def test_the_photo_through_the_cli(bundle, tmp_path):
+    import subprocess
+    import sys
+
+    from adafv.assets import path
+
+    photo = tmp_path / "photo.png"
+    Image.open(path("rocket.jpg")).convert("RGB").resize((616, 448)).save(photo)
+    out = subprocess.run([sys.executable, "-m", "adafv.cli.main", "run", str(bundle.path), "--image", str(photo),
+                          "--prompt", "What is in the picture?", "--json"], capture_output=True, text=True)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["num_kept"] == 16 and result["num_visual_tokens"] == 88
+
+
+def test_an_image_it_would_distort_is_one_line(pipe, bundle, tmp_path):
+    import subprocess
+    import sys
+
+    from adafv.runtime.errors import ImageError
+
+    with pytest.raises(ImageError, match="does not fit this bundle's 308x224"):
+        pipe.run(noise(720, 1280), "What is in the picture?")
+    wide = tmp_path / "wide.png"
+    noise(90, 160).save(wide)
+    out = subprocess.run([sys.executable, "-m", "adafv.cli.main", "run", str(bundle.path), "--image", str(wide),
+                          "--prompt", "hi"], capture_output=True, text=True)  # fmt: skip
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
+    assert "--resolution" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["engine", "tiny-llava", "--keep", "8", "--resolution", "308x224"], "--resolution is for dynamic-resolution"),
+        (["engine", "tiny-qwen2.5-vl", "--keep", "8", "--resolution", "300x224"], "multiples of 28"),
+        (["engine", "tiny-qwen2.5-vl", "--keep", "8", "--resolution", "big"], "WIDTHxHEIGHT"),
+        (["engine", "tiny-qwen2.5-vl", "--keep", "88", "--resolution", "308x224"], "nothing would be dropped"),
+        (["engine", "tiny-qwen2.5-vl", "--keep", "8", "--resolution", "1400x1400"], "outside the processor's range"),
+    ],
+)
+def test_bad_qwen_build_options_are_one_line(argv, message, tmp_path, capsys):
+    from adafv.cli.main import main
+
+    try:
+        code = main([*argv, "--out", str(tmp_path / "b"), "--quiet"])
+    except SystemExit as e:  # argparse's own one-line error
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "b").exists()
+
+
+def test_the_server_answers_like_the_runtime(pipe):
+    pytest.importorskip("fastapi", reason="the serve extra is not installed")
+    import base64
+    import io
+
+    from fastapi.testclient import TestClient
+
+    from adafv.assets import path
+    from adafv.serve.app import Server, create_app
+
+    buffer = io.BytesIO()
+    Image.open(path("rocket.jpg")).convert("RGB").resize((616, 448)).save(buffer, format="PNG")
+    url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    client = TestClient(create_app(Server(pipe, "tiny-qwen2.5-vl")))
+    body = {"model": "tiny-qwen2.5-vl", "max_tokens": 8, "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "What is in the picture?"}, {"type": "image_url", "image_url": {"url": url}}]}]}
+    reply = client.post("/v1/chat/completions", json=body)
+    assert reply.status_code == 200, reply.text
+    want = pipe.run(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"), "What is in the picture?",
+                    max_new_tokens=8)  # fmt: skip
+    assert reply.json()["choices"][0]["message"]["content"] == want["text"]
+    wide = io.BytesIO()
+    noise(90, 160).save(wide, format="PNG")
+    body["messages"][0]["content"][1]["image_url"]["url"] = "data:image/png;base64," + base64.b64encode(
+        wide.getvalue()).decode()  # fmt: skip
+    reply = client.post("/v1/chat/completions", json=body)
+    assert reply.status_code == 400 and "without distortion" in reply.json()["error"]["message"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["fastervlm", "text", "dart", "divprune", "visionzip"])  # random: eager only
+def test_every_compilable_method_builds_and_keeps_the_reference_cells(make_bundle, reference, method):
+    from adafv.runtime import Pipeline
+
+    built = make_bundle("tiny-qwen2.5-vl", 16, llm="fp32", resolution=RESOLUTION, method=method)
+    pipe = Pipeline.load(built.path)
+    image = noise(224, 308, seed=7)
+    got = pipe.run(image, PROMPTS[0], max_new_tokens=6)
+    want = reference.run(image, PROMPTS[0], AdaFVConfig(keep=16, method=method), max_new_tokens=6)
+    assert got["kept_positions"] == want["kept_positions"]
+    assert got["tokens"] == want["tokens"]
