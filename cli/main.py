@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from adafv.config import GRAPH_METHODS, LAYOUTS, METHODS, MODES
+from adafv.eval.shapes import SHAPES
 
 
 def _quiet_libraries() -> None:
@@ -446,8 +447,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--shapes",
         default=None,
-        choices=["tiny", "llava-next-1b", "llava-next-7b"],
-        help="random weights at these shapes (default: llava-next-7b on cuda, llava-next-1b on cpu)",
+        choices=list(SHAPES),
+        help="random weights at these shapes (default: llava-next-7b on cuda, llava-next-1b on cpu; Qwen2.5-VL: "
+        "qwen2.5-vl-1.5b on cpu, qwen2.5-vl-3b/7b on cuda)",
     )
     bench.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     bench.add_argument("--quick", action="store_true", help="tiny shapes, one repeat: checks the structure (CI)")

@@ -39,7 +39,10 @@ import numpy as np
 PROMPT = "What is in the picture?"
 SIZES = [(672, 672), (1280, 720), (1920, 1080)]  # (width, height) of the preprocessing inputs
 CHECKS = ("lint", "polygraphy", "prepare parity", "parity", "verify", "report")  # build steps that prove, not make
-KEEPS = {"tiny": (16, 64, 144), "llava-next-1b": (64, 144, 288, 720), "llava-next-7b": (64, 144, 288, 720)}
+KEEPS = {"tiny": (16, 64, 144), "llava-next-1b": (64, 144, 288, 720), "llava-next-7b": (64, 144, 288, 720),
+         "tiny-qwen": (16, 32, 64), "qwen2.5-vl-1.5b": (64, 128, 256), "qwen2.5-vl-3b": (64, 128, 256),
+         "qwen2.5-vl-7b": (64, 128, 256)}  # fmt: skip
+QWEN_RESOLUTION = {"tiny-qwen": (224, 308)}  # (height, width); other Qwen shapes: the processor's VGA size, 644x476
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,7 +150,10 @@ def run(config: BenchConfig, out_dir: Path, progress: bool = True) -> dict[str, 
     precision = "fp16" if config.device == "cuda" else "int8" if pays else "fp32"
     report["precision"] = {"vision": precision, "int8_pays_here": pays, "why": why}
     say(f"vision graph: {precision}" + ("" if config.device == "cuda" else f" ({why})"))
-    engine = EngineConfig(model, AdaFVConfig(keep=keep), precision=precision, target=target, max_probes=2)
+    qwen = config.shapes.startswith(("qwen", "tiny-qwen"))
+    resolution = QWEN_RESOLUTION.get(config.shapes) if qwen else None
+    engine = EngineConfig(model, AdaFVConfig(keep=keep), precision=precision, target=target, max_probes=2,
+                          resolution=resolution)  # fmt: skip
     name = f"{config.shapes}-k{keep}-{precision}-{target}"
     bundle_dir = cache_dir() / "bundles" / f"{name}-{build_key(engine, resolve(model))}"
     for stale in bundle_dir.parent.glob(f"{name}-*"):  # built by another adafv or other settings: gigabytes each
@@ -171,17 +177,26 @@ def run(config: BenchConfig, out_dir: Path, progress: bool = True) -> dict[str, 
     # -- preprocessing --------------------------------------------------------------------------------------------
     from PIL import Image
 
-    from adafv.runtime.preprocess import normalize, preprocess
+    from adafv.runtime.preprocess import crop_to_aspect, normalize, patchify, preprocess
 
     spec = pipe.manifest["preprocess"]
     rng = np.random.default_rng(0)
     rows = []
-    for w, h in SIZES:
+    if qwen:  # a fixed-resolution bundle: its own size, a VGA frame, and twice the size, all of its aspect
+        height, width = spec["resolution"]["height"], spec["resolution"]["width"]
+        sizes = [(width, height), (640, 480), (2 * width, 2 * height)]
+    else:
+        sizes = SIZES
+    for w, h in sizes:
         image = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
         hf = hf_processor.image_processor
-        expected = hf(image, return_tensors="np")["pixel_values"][0]
+        expected = hf(image, return_tensors="np")["pixel_values"]
+        expected = expected if qwen else expected[0]
         ours = normalize(preprocess(image, spec)[0], spec)
+        ours = patchify(ours, spec) if qwen else ours
         identical = bool(ours.shape == expected.shape and np.array_equal(ours, expected))
+        if qwen and ours.shape != expected.shape:
+            identical = None  # the processor picks another size for it (the bundle's resolution is fixed)
         a = _times(lambda: hf(image, return_tensors="np"), config.repeats)  # noqa: B023
         b = _times(lambda: preprocess(image, spec), config.repeats)  # noqa: B023
         samples[f"preprocess {w}x{h} hf"], samples[f"preprocess {w}x{h} adafv"] = a, b
@@ -190,7 +205,9 @@ def run(config: BenchConfig, out_dir: Path, progress: bool = True) -> dict[str, 
     say("preprocessing measured")
 
     # -- vision + selection -----------------------------------------------------------------------------------------
-    photo = load_image(_photo())
+    photo = crop_to_aspect(load_image(_photo()), spec)  # a Qwen bundle takes its own aspect
+    photo_file = out_dir / "photo.png"
+    photo.save(photo_file)
     pre, post = pipe.prompt_ids(PROMPT)
     pixels, grid = preprocess(photo, spec)
     text = pipe.embed(post)
@@ -205,9 +222,13 @@ def run(config: BenchConfig, out_dir: Path, progress: bool = True) -> dict[str, 
     vision32 = _times(lambda: fp32.run(None, feeds), config.repeats)
     tower = _tower_session(loaded, pipe, cache_dir() / "towers" / f"{config.shapes}", providers)
     without = _times(lambda: tower.run(None, {"pixel_values": pixels}), config.repeats)
-    peers = _times(lambda: _peers_selection(loaded, photo, keep), config.heavy_repeats)
     samples.update({f"vision {chosen}": vision, "vision fp32 graph": vision32, "vision graph without selection":
-                    without, "vision peers eager attentions": peers})  # fmt: skip
+                    without})  # fmt: skip
+    if qwen:  # no [CLS] to read: the peers' Qwen code recomputes attention maps; not reproduced here
+        peers = [float("nan")]
+    else:
+        peers = _times(lambda: _peers_selection(loaded, photo, keep), config.heavy_repeats)
+        samples["vision peers eager attentions"] = peers
     report["vision"] = {
         "crops": int(pixels.shape[0]),
         "visual_tokens": num_visual,
@@ -257,7 +278,7 @@ def run(config: BenchConfig, out_dir: Path, progress: bool = True) -> dict[str, 
         "host_bytes_per_decode_step": last["host_bytes_per_decode_step"],
         "kv_cache_bytes": last["kv_cache_bytes"],
         "providers": last["providers"],
-        "peak_rss_mb": _fresh_rss(bundle, _photo()),
+        "peak_rss_mb": _fresh_rss(bundle, photo_file),
     }
     stacked = {}
     for k in (*config.keeps, num_visual):
@@ -269,7 +290,9 @@ def run(config: BenchConfig, out_dir: Path, progress: bool = True) -> dict[str, 
     say("end to end measured")
 
     # -- transformers with all tokens --------------------------------------------------------------------------------
-    report["transformers"] = _transformers(loaded, photo, config, samples)
+    # a Qwen bundle's resolution is fixed: transformers gets the photo at that size (its processor keeps it)
+    at_size = Image.fromarray(pixels[0].transpose(1, 2, 0)) if qwen else photo
+    report["transformers"] = _transformers(loaded, at_size, config, samples)
     say(f"transformers: {report['transformers']['ttft_ms']:.0f} ms to the first token")
     report["seconds"] = round(time.perf_counter() - started, 1)
     (out_dir / "bench.json").write_text(json.dumps(report, indent=2))
@@ -296,9 +319,11 @@ def _tower_session(loaded, pipe, folder: Path, providers):
     path = folder / "tower.onnx"
     if not path.is_file():
         folder.mkdir(parents=True, exist_ok=True)
-        visual = loaded.arch.visual(loaded.model).float()
-        shapes = graph_shapes(loaded.arch, loaded.config, None, 8)
-        export_tower(TowerGraph(visual, value_table(pipe.manifest["preprocess"])), shapes, path)
+        spec = pipe.manifest["preprocess"]
+        resolution = (spec["resolution"]["height"], spec["resolution"]["width"]) if "resolution" in spec else None
+        visual = loaded.arch.graph_visual(loaded.model, resolution).float()
+        shapes = graph_shapes(loaded.arch, loaded.config, None, 8, resolution)
+        export_tower(TowerGraph(visual, value_table(spec)), shapes, path)
     return ort.InferenceSession(str(path), providers=providers or ["CPUExecutionProvider"])
 
 
@@ -379,8 +404,8 @@ def markdown(r: dict[str, Any]) -> str:
         "",
         "| | keep | ms | vs transformers |",
         "|---|---|---|---|",
-        f"| transformers, every token it uses ({t['dtype']}; {t['prompt_tokens']} prompt tokens: the stock "
-        f"unpadded grid with newline tokens) | all | {t['ttft_ms']:.0f} | 1.00x |",
+        f"| transformers, every token it uses ({t['dtype']}; {t['prompt_tokens']} prompt tokens: its stock visual "
+        f"tokens) | all | {t['ttft_ms']:.0f} | 1.00x |",
         f"| adafv bundle, measured end to end | {a['keep']} | {a['ttft_ms']:.0f} | "
         f"{t['ttft_ms'] / a['ttft_ms']:.2f}x faster |",
         "",
@@ -402,12 +427,15 @@ def markdown(r: dict[str, Any]) -> str:
         "|---|---|---|---|---|",
     ]
     for row in r["preprocess"]:
-        same = "identical pixels" if row["identical_pixels"] else "PIXELS DIFFER"
+        same = {True: "identical pixels", False: "PIXELS DIFFER",
+                None: "resized to the bundle's size; the processor picks another"}[row["identical_pixels"]]  # fmt: skip
         lines.append(f"| preprocess {row['size']} | HF processor (PIL) | {row['hf_ms']:.1f} | runtime, uint8 "
                      f"({same}) | {row['adafv_ms']:.1f} |")  # fmt: skip
     lines += [
-        f"| vision + selection | peers: eager attentions in every layer, selection in Python | "
-        f"{v['peers_eager_attentions_ms']:.0f} | the bundle's fp32 graph | {v['fp32_graph_ms']:.0f} |",
+        "| vision + selection | peers: eager attentions in every layer, selection in Python | "
+        + ("not measured for Qwen" if v["peers_eager_attentions_ms"] != v["peers_eager_attentions_ms"]
+           else f"{v['peers_eager_attentions_ms']:.0f}")
+        + f" | the bundle's fp32 graph | {v['fp32_graph_ms']:.0f} |",
         *([f"| vision + selection, reduced precision | the fp32 graph | {v['fp32_graph_ms']:.0f} | {v['graph']} "
            f"(what the runtime runs here) | {v['adafv_graph_ms']:.0f} |"]
           if r.get("precision", {}).get("vision") != "fp32" else []),  # fmt: skip

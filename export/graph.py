@@ -161,10 +161,11 @@ class TowerGraph(nn.Module):
 
 def export_tower(tower: TowerGraph, shapes: GraphShapes, path: Path) -> None:
     """Export a TowerGraph with the same crop range as the vision graph."""
-    n = max(2, shapes.crops[0])
+    single = shapes.crops[1] == 1  # one crop (Qwen's one image): a static axis
+    n = 1 if single else max(2, shapes.crops[0])
     example = (example_inputs(shapes, n, 1)[0],)
-    crops = torch.export.Dim("crops", min=shapes.crops[0], max=shapes.crops[1])
-    _export(tower, example, ["pixel_values"], ["tokens"], {"pixel_values": {0: crops}}, path)
+    axes = {} if single else {0: torch.export.Dim("crops", min=shapes.crops[0], max=shapes.crops[1])}
+    _export(tower, example, ["pixel_values"], ["tokens"], {"pixel_values": axes}, path)
 
 
 def _export(module: nn.Module, example: tuple, inputs: list[str], outputs: list[str], dynamic: dict, path: Path):

@@ -97,7 +97,9 @@ class Pipeline:
 
         start = time.perf_counter()
         spec = self.manifest["preprocess"]
-        shapes = [(1, 1)] if spec["kind"] != "anyres" else spec["image_grid_pinpoints"]
+        shapes = spec["image_grid_pinpoints"] if spec["kind"] == "anyres" else [(1, 1)]
+        if spec["kind"] == "qwen2vl":  # a fixed-resolution bundle: an image of its own size
+            shapes = [(spec["resolution"]["height"] // 2, spec["resolution"]["width"] // 2)]
         lo, hi = self.manifest["vision"]["crops"]
         pre, post = self.prompt_ids(WARMUP_PROMPT)
         seen: set[int] = set()

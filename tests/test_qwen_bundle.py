@@ -162,3 +162,16 @@ def test_every_compilable_method_builds_and_keeps_the_reference_cells(make_bundl
     want = reference.run(image, PROMPTS[0], AdaFVConfig(keep=16, method=method), max_new_tokens=6)
     assert got["kept_positions"] == want["kept_positions"]
     assert got["tokens"] == want["tokens"]
+
+
+def test_bench_runs_qwen_shapes(tmp_path, monkeypatch):
+    """The structure of `adafv bench --shapes tiny-qwen` (the numbers belong to the bench, not to a test)."""
+    from adafv.cli.main import main
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert main(["bench", "--shapes", "tiny-qwen", "--repeats", "1", "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    r = json.loads((tmp_path / "out" / "bench.json").read_text())
+    assert r["vision"]["visual_tokens"] == 88 and set(r["prefill"]) == {"16", "32", "64", "88"}
+    assert r["preprocess"][0]["size"] == "308x224" and r["preprocess"][0]["identical_pixels"] is True
+    assert r["transformers"]["prompt_tokens"] > 88 and r["adafv"]["ttft_ms"] > 0
+    assert "not measured for Qwen" in (tmp_path / "out" / "bench.md").read_text()

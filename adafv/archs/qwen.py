@@ -98,8 +98,11 @@ class QwenProcessor:
             raise ModelError(f"the prompt must hold exactly one {IMAGE_PAD}")
         ids = self.tokenizer(text.replace(IMAGE_PAD, IMAGE_PAD * n), add_special_tokens=False,
                              return_tensors="pt")["input_ids"]  # fmt: skip
-        return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "pixel_values": pixels["pixel_values"],
-                "image_grid_thw": grid, "mm_token_type_ids": (ids == self.image_token_id).int()}  # fmt: skip
+        from transformers import BatchFeature
+
+        return BatchFeature({"input_ids": ids, "attention_mask": torch.ones_like(ids),
+                             "pixel_values": pixels["pixel_values"], "image_grid_thw": grid,
+                             "mm_token_type_ids": (ids == self.image_token_id).int()})  # fmt: skip
 
     def save_pretrained(self, out) -> None:
         self.image_processor.save_pretrained(out)
