@@ -449,7 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         choices=list(SHAPES),
         help="random weights at these shapes (default: llava-next-7b on cuda, llava-next-1b on cpu; Qwen2.5-VL: "
-        "qwen2.5-vl-1.5b on cpu, qwen2.5-vl-3b/7b on cuda)",
+        "qwen2.5-vl-0.5b on cpu, qwen2.5-vl-3b/7b on cuda)",
     )
     bench.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     bench.add_argument("--quick", action="store_true", help="tiny shapes, one repeat: checks the structure (CI)")

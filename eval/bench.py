@@ -40,7 +40,7 @@ PROMPT = "What is in the picture?"
 SIZES = [(672, 672), (1280, 720), (1920, 1080)]  # (width, height) of the preprocessing inputs
 CHECKS = ("lint", "polygraphy", "prepare parity", "parity", "verify", "report")  # build steps that prove, not make
 KEEPS = {"tiny": (16, 64, 144), "llava-next-1b": (64, 144, 288, 720), "llava-next-7b": (64, 144, 288, 720),
-         "tiny-qwen": (16, 32, 64), "qwen2.5-vl-1.5b": (64, 128, 256), "qwen2.5-vl-3b": (64, 128, 256),
+         "tiny-qwen": (16, 32, 64), "qwen2.5-vl-0.5b": (64, 128, 256), "qwen2.5-vl-3b": (64, 128, 256),
          "qwen2.5-vl-7b": (64, 128, 256)}  # fmt: skip
 QWEN_RESOLUTION = {"tiny-qwen": (224, 308)}  # (height, width); other Qwen shapes: the processor's VGA size, 644x476
 

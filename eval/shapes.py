@@ -7,12 +7,13 @@ with a fixed seed, never downloaded, saved once as an ordinary checkpoint folder
     llava-next-1b  CLIP-L/14-336, 24 layers  22 layers, width 2048, 32 heads, 4 KV heads, MLP 5632   CPUs
     llava-next-7b  CLIP-L/14-336, 24 layers  32 layers, width 4096, 32 heads, 8 KV heads, MLP 14336  GPUs
     tiny-qwen      the tiny Qwen2.5-VL twin  the tiny twin                                         CI
-    qwen2.5-vl-1.5b  Qwen2.5-VL's tower (32 blocks, width 1280, 16 heads, full attention in 7/15/23/31, 112-px
-                   windows)  28 layers, width 1536, 12 heads, 2 KV heads, MLP 8960 (Qwen2.5-1.5B)   CPUs
+    qwen2.5-vl-0.5b  Qwen2.5-VL's tower (32 blocks, width 1280, 16 heads, full attention in 7/15/23/31, 112-px
+                   windows)  24 layers, width 896, 14 heads, 2 KV heads, MLP 4864 (Qwen2.5-0.5B)     CPUs
     qwen2.5-vl-3b  the same tower            36 layers, width 2048, 16 heads, 2 KV heads, MLP 11008 (3B)  GPUs
     qwen2.5-vl-7b  the same tower            28 layers, width 3584, 28 heads, 4 KV heads, MLP 18944 (7B)  GPUs
 
-Qwen shapes use M-RoPE sections [16, 24, 24] and the Qwen twin's tokenizer (its ids are a subset of the 151,936-row
+Qwen shapes use M-RoPE sections [16, 24, 24] (0.5b: [8, 12, 12], its heads are 64 wide) and the Qwen twin's
+tokenizer (its ids are a subset of the 151,936-row
 table); their bundles are built at 644x476, what the processor gives a 640x480 camera frame.
 
 The tokenizer is the tiny twins' small BPE (its ids are a subset of the 32,000-row embedding table): the prompt's
@@ -24,11 +25,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-SHAPES = ("tiny", "llava-next-1b", "llava-next-7b", "tiny-qwen", "qwen2.5-vl-1.5b", "qwen2.5-vl-3b", "qwen2.5-vl-7b")
+SHAPES = ("tiny", "llava-next-1b", "llava-next-7b", "tiny-qwen", "qwen2.5-vl-0.5b", "qwen2.5-vl-3b", "qwen2.5-vl-7b")
 QWEN_TOWER = dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, patch_size=14, window_size=112,
                   spatial_merge_size=2, temporal_patch_size=2, fullatt_block_indexes=[7, 15, 23, 31])  # fmt: skip
 QWEN_LLMS = {
-    "qwen2.5-vl-1.5b": dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
+    "qwen2.5-vl-0.5b": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
                             num_key_value_heads=2),
     "qwen2.5-vl-3b": dict(hidden_size=2048, intermediate_size=11008, num_hidden_layers=36, num_attention_heads=16,
                           num_key_value_heads=2),
@@ -75,8 +76,10 @@ def _save(shapes: str, seed: int, out: Path) -> None:
     if shapes in QWEN_LLMS:
         tokenizer = tiny.qwen_tokenizer()
         width = QWEN_LLMS[shapes]["hidden_size"]
+        half = width // QWEN_LLMS[shapes]["num_attention_heads"] // 2  # M-RoPE covers half of each head
+        sections = [16, 24, 24] if half == 64 else [half // 4, 3 * half // 8, 3 * half // 8]
         text = {**QWEN_LLMS[shapes], "vocab_size": 151936, "max_position_embeddings": 32768,
-                "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [16, 24, 24]},
+                "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": sections},
                 "bos_token_id": None, "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id,
                 "tie_word_embeddings": False}  # fmt: skip
         model, processor = archs.get("qwen2_5_vl").build({**QWEN_TOWER, "out_hidden_size": width}, text, tokenizer,

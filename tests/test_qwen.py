@@ -187,3 +187,15 @@ def test_a_resolution_outside_the_processor_range_is_one_line(twin):
 
     with pytest.raises(ValueError, match="outside the processor's range"):
         image_processor_spec(twin.processor, (28 * 40, 28 * 40))  # 1,600 cells: above the 1,280 it allows
+
+
+def test_the_default_resolution_is_what_the_processor_gives_a_vga_frame():
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
+
+    from adafv.export.bundle import graph_shapes
+    from adafv.models import peek
+
+    arch, config = peek("tiny-qwen2.5-vl")
+    shapes = graph_shapes(arch, config, None, 256)
+    assert shapes.image_hw == smart_resize(480, 640, factor=28, min_pixels=56 * 56, max_pixels=28 * 28 * 1280)
+    assert shapes.image_hw == (476, 644) and shapes.patches_per_crop == 17 * 23 and shapes.crops == (1, 1)

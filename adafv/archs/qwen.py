@@ -328,8 +328,9 @@ class Qwen25VL(Arch):
         tokens, fixed = _torch_modules()
         return fixed(tokens(model.model.visual), cfg.patch_size, cfg.temporal_patch_size, resolution)
 
-    def default_resolution(self, config, processor_limits: tuple[int, int]) -> tuple[int, int]:
-        """(height, width) the checkpoint's processor gives a 640x480 (VGA) camera frame."""
+    def default_resolution(self, config, processor_limits: tuple[int, int] = (56 * 56, 28 * 28 * 1280)):
+        """(height, width) Qwen's processor (its default pixel range) gives a 640x480 (VGA) camera frame: 476x644.
+        A checkpoint whose processor has another range refuses it at build time, in one line."""
         return smart_resize(480, 640, config.vision_config.patch_size * 2, *processor_limits)
 
     def check_resolution(self, config, resolution: tuple[int, int]) -> None:
