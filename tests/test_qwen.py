@@ -199,3 +199,14 @@ def test_the_default_resolution_is_what_the_processor_gives_a_vga_frame():
     shapes = graph_shapes(arch, config, None, 256)
     assert shapes.image_hw == smart_resize(480, 640, factor=28, min_pixels=56 * 56, max_pixels=28 * 28 * 1280)
     assert shapes.image_hw == (476, 644) and shapes.patches_per_crop == 17 * 23 and shapes.crops == (1, 1)
+
+
+@pytest.mark.parametrize("grid", [(14, 22), (34, 46), (8, 8)])
+def test_windows_grouped_by_length_cover_every_patch_once(grid):
+    order, lengths = qwen.window_layout(*grid, merge=2, window=4)
+    indices, inverse = qwen.window_groups(lengths)
+    flat = np.concatenate([i.reshape(-1) for i in indices])
+    assert sorted(flat.tolist()) == list(range(sum(lengths))) and np.array_equal(flat[inverse], np.arange(len(flat)))
+    starts = np.cumsum([0, *lengths[:-1]])  # each group row is one window: consecutive patches from its start
+    assert sorted(int(row[0]) for i in indices for row in i) == starts.tolist()
+    assert len(indices) <= 4  # full windows, the right edge, the bottom edge, the corner

@@ -65,6 +65,17 @@ def window_layout(rows: int, cols: int, merge: int, window: int) -> tuple[np.nda
     return np.concatenate(order), lengths
 
 
+def window_groups(lengths: list[int]) -> tuple[list[np.ndarray], np.ndarray]:
+    """Windows (consecutive chunks of `lengths` patches) grouped by length: ([(windows, length) patch indices per
+    length], the permutation that puts the groups' concatenation back in window order)."""
+    starts = np.cumsum([0, *lengths[:-1]])
+    indices = []
+    for n in sorted(set(lengths)):
+        first = starts[[i for i, m in enumerate(lengths) if m == n]]  # (windows,)
+        indices.append(first[:, None] + np.arange(n)[None, :])  # (windows, n)
+    return indices, np.argsort(np.concatenate([i.reshape(-1) for i in indices]))
+
+
 def patch_positions(rows: int, cols: int, merge: int) -> np.ndarray:
     """(rows*cols, 2) the (row, col) of each patch in merge-unit order (the processor's patch layout)."""
     h, w = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
@@ -165,12 +176,12 @@ def _torch_modules():
             rows, cols = grid
             order, lengths = window_layout(rows, cols, self.merge, self.window)
             hw = patch_positions(rows, cols, self.merge).reshape(-1, self.unit, 2)[order].reshape(-1, 2)
-            return order, np.argsort(order), lengths, hw
+            return order, np.argsort(order), window_groups(lengths), hw
 
         def hidden(self, pixel_values, grid: tuple[int, int]):
             """-> the last block's features grouped per merge unit (1, P, 4C), saliency (1, P) and the saliency
             block's keys, mean over heads and the unit (1, P, E); raster order on the merged grid."""
-            order, reverse, lengths, hw = self.layout(grid)
+            order, reverse, windows, hw = self.layout(grid)
             order_t, reverse_t = torch.from_numpy(order), torch.from_numpy(reverse)
             x = self.patch_embed(pixel_values)  # (N, C)
             N, C = x.shape
@@ -179,8 +190,8 @@ def _torch_modules():
             cos, sin = self.rotary(x, torch.from_numpy(hw))  # (N, head_dim) each
             saliency = keys = None
             for i, block in enumerate(self.blocks):
-                chunks = [N] if i in self.full else lengths
-                out, scores = self._attention(block.attn, block.norm1(x), cos, sin, chunks, i == self.saliency_block)
+                groups = None if i in self.full else windows
+                out, scores = self._attention(block.attn, block.norm1(x), cos, sin, groups, i == self.saliency_block)
                 if scores is not None:
                     saliency, keys = scores
                 x = x + out
@@ -190,19 +201,27 @@ def _torch_modules():
             keys = keys.reshape(P, self.unit, -1).mean(1)[reverse_t]  # (P, E)
             return grouped[None], saliency[None], keys[None]
 
-        def _attention(self, attn, h, cos, sin, chunks: list[int], want_saliency: bool):
+        def _attention(self, attn, h, cos, sin, groups, want_saliency: bool):
+            """One block's attention over all N patches (groups None) or within windows: windows of one length
+            are gathered into one batch, (windows, H, length, E), so a block runs a few attentions, not one per
+            window (a smaller graph, the same math)."""
             N = h.shape[0]
             q, k, v = attn.qkv(h).reshape(N, 3, self.heads, -1).permute(1, 0, 2, 3).unbind(0)  # (N, H, E) each
             q, k = apply_rotary_pos_emb_vision(q, k, cos, sin)
-            q, k, v = (t.transpose(0, 1) for t in (q, k, v))  # (H, N, E)
             if not want_saliency:
-                outs, start = [], 0
-                for n in chunks:
-                    s = slice(start, start + n)
-                    outs.append(F.scaled_dot_product_attention(q[None, :, s], k[None, :, s], v[None, :, s])[0])
-                    start += n
-                out = torch.cat(outs, dim=1)  # (H, N, E)
-                return attn.proj(out.transpose(0, 1).reshape(N, -1)), None
+                if groups is None:
+                    out = F.scaled_dot_product_attention(*(t.transpose(0, 1)[None] for t in (q, k, v)))[0]
+                    return attn.proj(out.transpose(0, 1).reshape(N, -1)), None  # (N, H*E)
+                indices, inverse = groups
+                outs = []
+                for index in indices:  # (windows, length) patch indices of the windows of one length
+                    t = torch.from_numpy(index)
+                    qg, kg, vg = (x[t].permute(0, 2, 1, 3) for x in (q, k, v))  # (windows, H, length, E)
+                    o = F.scaled_dot_product_attention(qg, kg, vg)  # (windows, H, length, E)
+                    outs.append(o.permute(0, 2, 1, 3).reshape(-1, self.heads, o.shape[-1]))  # (windows*length, H, E)
+                out = torch.cat(outs)[torch.from_numpy(inverse)]  # (N, H, E) back in window order
+                return attn.proj(out.reshape(N, -1)), None
+            q, k, v = (t.transpose(0, 1) for t in (q, k, v))  # (H, N, E)
             # the saliency block (full attention): probabilities in query blocks, used for the output and summed
             block = max(1, QUERY_BLOCK_ELEMENTS // (self.heads * N))
             scale = q.shape[-1] ** -0.5
