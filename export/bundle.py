@@ -402,6 +402,8 @@ def step_lint(ctx: BuildContext) -> None:
     ok, text = ctx.steps.run("polygraphy check lint", polygraphy_lint, ctx.vision)
     if not ok:
         raise LintError(f"polygraphy check lint failed on vision.onnx:\n{text[-3000:]}")
+    if text.startswith("not run:"):  # a graph over 2 GB: the manifest says so
+        ctx.lint.notes.append(f"polygraphy check lint {text}")
 
 
 def step_parity(ctx: BuildContext) -> None:
@@ -587,7 +589,8 @@ def manifest_of(ctx: BuildContext) -> dict:
             ),
             **({"merged_grid": list(merged)} if fixed else {}),
             "padding": "paper mode pads the last keep - V rows: position -1, token zeros",
-            "lint": {"ops": ctx.lint.ops, "topk": ctx.lint.topk, "selection_nodes": ctx.lint.selection_nodes},
+            "lint": {"ops": ctx.lint.ops, "topk": ctx.lint.topk, "selection_nodes": ctx.lint.selection_nodes,
+                     **({"notes": ctx.lint.notes} if ctx.lint.notes else {})},
             **({"int8": ctx.int8} if ctx.int8 is not None else {}),
         },
         "parity": ctx.parity,

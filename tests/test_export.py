@@ -443,6 +443,20 @@ def test_polygraphy_runs_from_this_interpreter_and_its_absence_is_one_line(tmp_p
         polygraphy_lint(next_bundle.path / "vision.onnx")
 
 
+def test_polygraphy_lints_a_graph_over_2_gb_without_its_weights(monkeypatch, next_bundle):
+    """Above protobuf's 2 GB (the real Qwen2.5-VL tower: 2.7 GB) polygraphy cannot serialize the loaded model: its
+    lint is not run, and says why (trt_lint and parity still run). The limit is lowered so a tiny graph takes that
+    path; polygraphy itself is never started."""
+    from adafv.export import checks
+
+    calls = []
+    monkeypatch.setattr(checks, "PROTOBUF_LIMIT", 0)
+    monkeypatch.setattr(checks.subprocess, "run", lambda argv, **kw: calls.append(argv))
+    ok, report = checks.polygraphy_lint(next_bundle.path / "vision.onnx")
+    assert ok and report.startswith("not run: vision.onnx holds") and "over protobuf's 2 GB" in report
+    assert calls == []
+
+
 def test_a_model_onnx_runtime_cannot_run_fails_the_build_in_one_line(tmp_path):
     """A user's checkpoint whose LLM has head size 24: the builder writes it, ONNX Runtime's GroupQueryAttention
     cannot run it. The build must say so and leave nothing behind, not succeed and fail at every run."""
