@@ -171,7 +171,7 @@ def probe_cases(
     from PIL import Image
 
     from adafv.pipeline import Reference
-    from adafv.runtime.preprocess import normalize, patchify, preprocess
+    from adafv.runtime.preprocess import crop_to_aspect, normalize, patchify, preprocess
 
     reference = Reference(loaded)
     rng = np.random.default_rng(0)
@@ -188,8 +188,8 @@ def probe_cases(
     cases = []
     for i, (name, image) in enumerate(images[:max_probes]):
         prompt = PROBE_PROMPTS[i % len(PROBE_PROMPTS)]
-        if fixed:  # the reference sees the image the runtime resized (its processor then keeps that size)
-            image = Image.fromarray(preprocess(image, spec)[0][0].transpose(1, 2, 0))
+        if fixed:  # cropped to the bundle's aspect, resized by the runtime: the reference sees that very image
+            image = Image.fromarray(preprocess(crop_to_aspect(image, spec), spec)[0][0].transpose(1, 2, 0))
         prepared = reference.prepare(image, prompt)
         n = 1 if fixed else prepared.num_crops
         if not shapes.crops[0] <= n <= shapes.crops[1]:
