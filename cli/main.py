@@ -175,8 +175,10 @@ def cmd_bench(args) -> int:
     from adafv.eval.bench import BenchConfig, print_summary, run
 
     shapes = args.shapes or ("llava-next-7b" if args.device == "cuda" else "llava-next-1b")
-    config = BenchConfig(shapes=shapes, device=args.device, repeats=args.repeats, quick=args.quick)
-    out = args.out or Path("bench") / f"{config.shapes}-{config.device}"
+    config = BenchConfig(shapes=shapes, device=args.device, repeats=args.repeats, quick=args.quick,
+                         resolution=args.resolution)  # fmt: skip
+    size = f"-{args.resolution[1]}x{args.resolution[0]}" if args.resolution else ""
+    out = args.out or Path("bench") / f"{config.shapes}-{config.device}{size}"
     _check_out_folder(out)
     print_summary(run(config, out, progress=not args.quiet), out)
     return 0
@@ -454,6 +456,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     bench.add_argument("--quick", action="store_true", help="tiny shapes, one repeat: checks the structure (CI)")
     bench.add_argument("--repeats", type=POSITIVE, default=3)
+    bench.add_argument("--resolution", type=RESOLUTION, help="Qwen shapes: the bundle's image size WIDTHxHEIGHT "
+                       "(default 644x476, a VGA frame; 1288x728 for 720p)")
     bench.add_argument("--out", type=Path, help="where bench.json/.md/.png go (default bench/<shapes>-<device>)")
     bench.add_argument("--quiet", action="store_true")
     bench.set_defaults(func=cmd_bench)

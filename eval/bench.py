@@ -55,6 +55,7 @@ class BenchConfig:
     quick: bool = False
     keeps: tuple[int, ...] = ()  # default: KEEPS[shapes]
     heavy_repeats: int = 1  # transformers and the peers' eager path: slow at real shapes on a CPU
+    resolution: tuple[int, int] | None = None  # (height, width) of a Qwen bundle; default QWEN_RESOLUTION / VGA
 
     def __post_init__(self):
         from adafv.errors import ConfigError
@@ -72,6 +73,8 @@ class BenchConfig:
             raise ConfigError("repeats must be >= 1")
         if not self.keeps:
             object.__setattr__(self, "keeps", KEEPS[self.shapes])
+        if self.resolution is not None and "qwen" not in self.shapes:
+            raise ConfigError(f"--resolution is for Qwen shapes (a fixed-resolution bundle), not {self.shapes}")
 
 
 def _times(fn, repeats: int, warmup: bool = True) -> list[float]:
@@ -151,10 +154,11 @@ def run(config: BenchConfig, out_dir: Path, progress: bool = True) -> dict[str, 
     report["precision"] = {"vision": precision, "int8_pays_here": pays, "why": why}
     say(f"vision graph: {precision}" + ("" if config.device == "cuda" else f" ({why})"))
     qwen = config.shapes.startswith(("qwen", "tiny-qwen"))
-    resolution = QWEN_RESOLUTION.get(config.shapes) if qwen else None
+    resolution = (config.resolution or QWEN_RESOLUTION.get(config.shapes)) if qwen else None
     engine = EngineConfig(model, AdaFVConfig(keep=keep), precision=precision, target=target, max_probes=2,
                           resolution=resolution)  # fmt: skip
-    name = f"{config.shapes}-k{keep}-{precision}-{target}"
+    size = f"-{resolution[1]}x{resolution[0]}" if resolution else ""
+    name = f"{config.shapes}{size}-k{keep}-{precision}-{target}"
     bundle_dir = cache_dir() / "bundles" / f"{name}-{build_key(engine, resolve(model))}"
     for stale in bundle_dir.parent.glob(f"{name}-*"):  # built by another adafv or other settings: gigabytes each
         if stale != bundle_dir:
@@ -220,7 +224,7 @@ def run(config: BenchConfig, out_dir: Path, progress: bool = True) -> dict[str, 
     fp32 = ort.InferenceSession(str(bundle / pipe.manifest["vision"]["files"]["fp32"]),
                                 providers=providers or ["CPUExecutionProvider"])  # fmt: skip
     vision32 = _times(lambda: fp32.run(None, feeds), config.repeats)
-    tower = _tower_session(loaded, pipe, cache_dir() / "towers" / f"{config.shapes}", providers)
+    tower = _tower_session(loaded, pipe, cache_dir() / "towers" / f"{config.shapes}{size}", providers)
     without = _times(lambda: tower.run(None, {"pixel_values": pixels}), config.repeats)
     samples.update({f"vision {chosen}": vision, "vision fp32 graph": vision32, "vision graph without selection":
                     without})  # fmt: skip
