@@ -48,6 +48,8 @@ REGISTRY: dict[str, ModelSpec] = {
                   "Qwen2.5-VL 3B (dynamic resolution: ~400 tokens at VGA)"),
         ModelSpec("qwen2.5-vl-7b", "Qwen/Qwen2.5-VL-7B-Instruct", "qwen2_5_vl",
                   "Qwen2.5-VL 7B (dynamic resolution: ~400 tokens at VGA)"),
+        ModelSpec("qwen2-vl-2b", "Qwen/Qwen2-VL-2B-Instruct", "qwen2_vl",
+                  "Qwen2-VL 2B (dynamic resolution, full attention in every tower block)"),
         ModelSpec("cosmos-reason1-7b", "nvidia/Cosmos-Reason1-7B", "qwen2_5_vl",
                   "NVIDIA Cosmos-Reason1 7B (a Qwen2.5-VL-7B for physical reasoning)"),
         ModelSpec("tiny-llava", "tiny:tiny-llava", "llava", "offline random-weight LLaVA-1.5 twin (64 tokens)"),
@@ -56,6 +58,8 @@ REGISTRY: dict[str, ModelSpec] = {
         ),
         ModelSpec("tiny-qwen2.5-vl", "tiny:tiny-qwen2.5-vl", "qwen2_5_vl",
                   "offline random-weight Qwen2.5-VL twin (dynamic resolution, 391 tokens at VGA)"),
+        ModelSpec("tiny-qwen2-vl", "tiny:tiny-qwen2-vl", "qwen2_vl",
+                  "offline random-weight Qwen2-VL twin (full attention in every block)"),
         ModelSpec(
             "toyworld-llava-next",
             PACKAGED + "toyworld-llava-next",

@@ -1,5 +1,5 @@
-"""Offline tiny twins of LLaVA-1.5, LLaVA-NeXT and Qwen2.5-VL: random weights from a seed, a small real BPE tokenizer, a
-chat template with the image placeholder, and the model's own HF processor. Nothing is downloaded.
+"""Offline tiny twins of LLaVA-1.5, LLaVA-NeXT, Qwen2.5-VL and Qwen2-VL: random weights from a seed, a small real BPE
+tokenizer, a chat template with the image placeholder, and the model's own HF processor. Nothing is downloaded.
 
 The towers are CLIP-style with a [CLS] token (56 px images, 7 px patches: P = 64 patches per crop); the LLMs are
 Llama-style. Everything is built deterministically: the same seed gives the same weights and the same tokenizer.
@@ -169,8 +169,16 @@ def _qwen_configs(tokenizer):
     return vision, text
 
 
-NAMES = {"tiny-llava": "llava", "tiny-llava-next": "llava_next",
-         "tiny-qwen2.5-vl": "qwen2_5_vl"}  # twin -> its architecture family  # fmt: skip
+def _qwen2_configs(tokenizer):
+    """Qwen2-VL's tower in miniature (3 blocks of full attention, width 32, a GELU MLP) and the same LLM."""
+    vision = dict(depth=3, embed_dim=32, hidden_size=64, mlp_ratio=2, num_heads=4, patch_size=14,
+                  spatial_merge_size=2, temporal_patch_size=2)  # fmt: skip
+    return vision, _qwen_configs(tokenizer)[1]
+
+
+NAMES = {"tiny-llava": "llava", "tiny-llava-next": "llava_next", "tiny-qwen2.5-vl": "qwen2_5_vl",
+         "tiny-qwen2-vl": "qwen2_vl"}  # twin -> its architecture family  # fmt: skip
+QWEN_CONFIGS = {"qwen2_5_vl": _qwen_configs, "qwen2_vl": _qwen2_configs}
 
 
 def _family(name: str):
@@ -184,10 +192,10 @@ def _family(name: str):
 def build(name: str, seed: int = 0):
     """Build a tiny twin through its family's builder: (model, processor), float32, eval."""
     family = _family(name)
-    if family.name == "qwen2_5_vl":
+    if family.name in QWEN_CONFIGS:
         tokenizer = qwen_tokenizer()
-        return family.build(*_qwen_configs(tokenizer), tokenizer, seed=seed, chat_template=QWEN_CHAT_TEMPLATE,
-                            max_pixels=QWEN_MAX_PIXELS)  # fmt: skip
+        return family.build(*QWEN_CONFIGS[family.name](tokenizer), tokenizer, seed=seed,
+                            chat_template=QWEN_CHAT_TEMPLATE, max_pixels=QWEN_MAX_PIXELS)  # fmt: skip
     tokenizer = hf_tokenizer()
     return family.build(_vision_config(), _text_config(tokenizer), tokenizer, seed=seed,
                         chat_template=CHAT_TEMPLATE, pinpoints=PINPOINTS)  # fmt: skip
@@ -196,9 +204,9 @@ def build(name: str, seed: int = 0):
 def config(name: str):
     """The HF config of a tiny twin (no weights)."""
     family = _family(name)
-    if family.name == "qwen2_5_vl":
+    if family.name in QWEN_CONFIGS:
         tokenizer = qwen_tokenizer()
-        return family.config(*_qwen_configs(tokenizer), tokenizer)
+        return family.config(*QWEN_CONFIGS[family.name](tokenizer), tokenizer)
     tokenizer = hf_tokenizer()
     return family.config(_vision_config(), _text_config(tokenizer), tokenizer, pinpoints=PINPOINTS)
 

@@ -576,7 +576,7 @@ def manifest_of(ctx: BuildContext) -> dict:
             "max_text": shapes.max_text,
             "patches_per_crop": shapes.patches_per_crop,
             "hidden_size": shapes.hidden_size,
-            "tower": _tower_facts(loaded.config.vision_config),
+            "tower": loaded.arch.tower_facts(loaded.config.vision_config),
             "grid": (
                 "input image_grid = [rows, cols] of high-resolution crops, chosen by the runtime's anyres "
                 "preprocessing (preprocess.crop_grid); it orders the kept tokens"
@@ -627,13 +627,6 @@ def write_manifest(ctx: BuildContext) -> None:
 
 
 REPORT_SHARE = 0.15  # of the build's time, at most, for the precision report (it covers what fits, >= 4 items)
-
-
-def _tower_facts(vision) -> dict[str, int]:
-    """The vision tower's shape (for `adafv plan`): width, heads, MLP width and layers (of the checkpoint; the graph
-    runs up to the feature layer)."""
-    return {"width": vision.hidden_size, "heads": vision.num_attention_heads, "mlp": vision.intermediate_size,
-            "layers": vision.num_hidden_layers}  # fmt: skip
 
 
 def _session(path: Path):

@@ -15,9 +15,14 @@ def test_registry_has_the_named_models():
         ("llava-1.5", "llava-hf/llava-1.5-7b-hf"),
         ("llava-next", "llava-hf/llava-v1.6-mistral-7b-hf"),
         ("llava-next-vicuna", "llava-hf/llava-v1.6-vicuna-7b-hf"),
+        ("qwen2.5-vl-3b", "Qwen/Qwen2.5-VL-3B-Instruct"),
+        ("qwen2.5-vl-7b", "Qwen/Qwen2.5-VL-7B-Instruct"),
+        ("cosmos-reason1-7b", "nvidia/Cosmos-Reason1-7B"),
+        ("qwen2-vl-2b", "Qwen/Qwen2-VL-2B-Instruct"),
     ]:
         assert REGISTRY[name].source == source
     assert resolve("tiny-llava").arch == "llava" and resolve("tiny-llava-next").arch == "llava_next"
+    assert resolve("qwen2-vl-2b").arch == resolve("tiny-qwen2-vl").arch == "qwen2_vl"
 
 
 def test_unknown_model_lists_the_known_ones():
@@ -45,14 +50,16 @@ def test_tiny_twins_are_deterministic():
         assert torch.equal(x, y), name
 
 
-def test_local_checkpoint_directory_works_like_a_name(tmp_path, photos):
+@pytest.mark.parametrize("name,arch", [("tiny-llava-next", "llava_next"), ("tiny-qwen2.5-vl", "qwen2_5_vl"),
+                                       ("tiny-qwen2-vl", "qwen2_vl")])  # fmt: skip
+def test_local_checkpoint_directory_works_like_a_name(tmp_path, photos, name, arch):
     from adafv import AdaFVConfig
     from adafv.pipeline import Reference
 
-    save("tiny-llava-next", tmp_path / "ckpt")
-    by_name = Reference.load("tiny-llava-next")
+    save(name, tmp_path / "ckpt")
+    by_name = Reference.load(name)
     by_path = Reference.load(tmp_path / "ckpt")
-    assert by_path.loaded.arch.name == "llava_next"
+    assert by_path.loaded.arch.name == arch
     cfg = AdaFVConfig(keep=24)
     a = by_name.run(photos["coffee.png"], "What is in the picture?", cfg, max_new_tokens=6)
     b = by_path.run(photos["coffee.png"], "What is in the picture?", cfg, max_new_tokens=6)

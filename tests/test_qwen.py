@@ -210,3 +210,96 @@ def test_windows_grouped_by_length_cover_every_patch_once(grid):
     starts = np.cumsum([0, *lengths[:-1]])  # each group row is one window: consecutive patches from its start
     assert sorted(int(row[0]) for i in indices for row in i) == starts.tolist()
     assert len(indices) <= 4  # full windows, the right edge, the bottom edge, the corner
+
+
+# -- Qwen2-VL: the same processor, merger, positions and decoder; full attention in every tower block --------------
+
+
+@pytest.fixture(scope="module")
+def twin2():
+    from adafv.models import load
+
+    return load("tiny-qwen2-vl")
+
+
+@pytest.fixture(scope="module")
+def reference2(twin2):
+    from adafv.pipeline import Reference
+
+    return Reference(twin2)
+
+
+@pytest.mark.parametrize("hw", [(200, 300), (120, 500)])
+def test_qwen2_vl_merged_tokens_and_saliency_are_transformers(twin2, reference2, hw, monkeypatch):
+    """Tokens vs the stock image features; saliency vs the eager attention weights of the last block (no windows:
+    the patches are in merge-unit raster order, so summing each run of 4 gives the raster merged grid)."""
+    from transformers.models.qwen2_vl import modeling_qwen2_vl as m
+
+    prepared = reference2.prepare(noise(*hw, seed=11), PROMPT)
+    visual = twin2.model.model.visual
+    captured = []
+    original = m.eager_attention_forward
+
+    def spy(module, *args, **kwargs):
+        out, weights = original(module, *args, **kwargs)
+        if module is visual.blocks[-1].attn:
+            captured.append(weights)
+        return out, weights
+
+    previous = visual.config._attn_implementation
+    visual.set_attn_implementation("eager")
+    monkeypatch.setattr(m, "eager_attention_forward", spy)
+    try:
+        with torch.no_grad():
+            stock = twin2.arch.stock_image_features(twin2.model, prepared.inputs)
+    finally:
+        visual.set_attn_implementation(previous)
+    want = captured[0][0].float().mean(0).mean(0).reshape(-1, 4).sum(-1)  # (P,)
+    with torch.no_grad():
+        tokens, saliency = reference2.visual(prepared.pixel_values, prepared.patch_grid)
+    rows, cols = prepared.merged_grid
+    assert tokens.shape == (1, rows * cols, stock.shape[-1])
+    torch.testing.assert_close(tokens[0], stock, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(saliency[0], want, atol=1e-7, rtol=1e-5)
+
+
+def test_qwen2_vl_positions_are_get_rope_index_and_unpruned_is_generate(twin2, reference2):
+    image = noise(210, 330, seed=5)
+    inputs = reference2.prepare(image, PROMPT).inputs
+    want, _ = twin2.model.model.get_rope_index(inputs["input_ids"], inputs["mm_token_type_ids"],
+                                               image_grid_thw=inputs["image_grid_thw"])  # fmt: skip
+    prepared = reference2.prepare(image, PROMPT)
+    rows, cols = prepared.merged_grid
+    got = mrope(len(prepared.pre_ids), cells(np.arange(rows * cols), cols), (rows, cols), len(prepared.post_ids))
+    assert np.array_equal(got, want[:, 0].numpy())
+    ran = reference2.run(image, PROMPT, AdaFVConfig(method="full", keep=16), max_new_tokens=8)
+    with torch.no_grad():
+        out = twin2.model.generate(**inputs, max_new_tokens=8, do_sample=False)
+    tokens = out[0, inputs["input_ids"].shape[1] :].tolist()
+    eos = twin2.model.generation_config.eos_token_id
+    assert ran["tokens"] == (tokens[: tokens.index(eos)] if eos in tokens else tokens)
+
+
+def test_qwen2_vl_decoder_for_the_builder_is_its_own_text_path(twin2):
+    """genai's builder takes a Qwen2.5-VL: the one handed to it holds Qwen2-VL's text modules and head (shared)
+    and gives the same logits on embeddings with 3-D positions."""
+    model = twin2.model
+    lm = twin2.arch.language_model(model)
+    assert type(lm).__name__ == "Qwen2_5_VLForConditionalGeneration"
+    assert lm.model.language_model is model.model.language_model and lm.lm_head is model.lm_head
+    assert not any(p.is_meta for p in lm.parameters()) and not any(b.is_meta for b in lm.buffers())
+    embeds = model.model.language_model.embed_tokens(torch.randint(0, 300, (1, 9)))
+    positions = torch.tensor([[0, 1, 2, 3, 3, 4, 6, 7, 8], [0, 1, 2, 3, 4, 4, 6, 7, 8], [0, 1, 2, 3, 4, 5, 6, 7, 8]])
+    with torch.no_grad():
+        want = model(inputs_embeds=embeds, position_ids=positions[:, None]).logits
+        got = lm(inputs_embeds=embeds, position_ids=positions[:, None]).logits
+    torch.testing.assert_close(got, want, atol=0, rtol=0)
+
+
+def test_qwen2_vl_checks_its_own_config(twin2):
+    from adafv.errors import ModelError
+
+    config = twin2.model.config.__class__.from_dict(twin2.model.config.to_dict())
+    config.vision_config.hidden_size = 48  # the merger's output, no longer the LLM's width
+    with pytest.raises(ModelError, match="merger's width 48 is not the LLM's 64"):
+        twin2.arch.check(config, "tiny-qwen2-vl")

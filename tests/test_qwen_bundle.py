@@ -175,3 +175,21 @@ def test_bench_runs_qwen_shapes(tmp_path, monkeypatch):
     assert r["preprocess"][0]["size"] == "308x224" and r["preprocess"][0]["identical_pixels"] is True
     assert r["transformers"]["prompt_tokens"] > 88 and r["adafv"]["ttft_ms"] > 0
     assert "not measured for Qwen" in (tmp_path / "out" / "bench.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_qwen2_vl_bundle_answers_like_its_reference(make_bundle):
+    """Qwen2-VL through the build: its decoder comes from genai's Qwen2.5-VL builder (the same text decoder), and the
+    fp32 bundle answers token for token like the reference with the same kept cells."""
+    from adafv.pipeline import Reference
+    from adafv.runtime import Pipeline
+
+    built = make_bundle("tiny-qwen2-vl", 16, llm="fp32", resolution=RESOLUTION)
+    assert built.manifest["model"]["arch"] == "qwen2_vl" and built.manifest["llm"]["positions"] == "mrope"
+    assert built.manifest["vision"]["tower"] == {"width": 32, "heads": 4, "mlp": 64, "layers": 3}  # for plan
+    pipe, reference = Pipeline.load(built.path), Reference.load("tiny-qwen2-vl")
+    for seed, prompt in enumerate(PROMPTS):
+        image = noise(224, 308, seed=20 + seed)
+        got = pipe.run(image, prompt, max_new_tokens=10)
+        want = reference.run(image, prompt, AdaFVConfig(keep=16), max_new_tokens=10)
+        assert got["kept_positions"] == want["kept_positions"] and got["tokens"] == want["tokens"]

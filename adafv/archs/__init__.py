@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from . import (
     llava,  # noqa: E402,F401 - registers llava and llava_next
-    qwen,  # noqa: E402,F401 - registers qwen2_5_vl
+    qwen,  # noqa: E402,F401 - registers qwen2_5_vl and qwen2_vl
 )
 from .base import REGISTRY, Arch, get, register
 

@@ -56,6 +56,12 @@ class Arch:
 
     # -- the model's modules ----------------------------------------------------------------------------------------
 
+    def tower_facts(self, vision) -> dict[str, int]:
+        """The vision tower's shape from its config (for `adafv plan`): width, heads, MLP width and layers of the
+        checkpoint (the graph may stop at a feature layer)."""
+        return {"width": vision.hidden_size, "heads": vision.num_attention_heads, "mlp": vision.intermediate_size,
+                "layers": vision.num_hidden_layers}  # fmt: skip
+
     def visual(self, model):
         """adafv.vision.VisualTokens over the model's own tower and projector (shared, not copied)."""
         raise NotImplementedError

@@ -158,23 +158,28 @@ def _torch_modules():
         """patches (rows*cols, 3*2*14*14) of one image, its patch grid -> merged tokens (1, P, D) and their global
         attention saliency (1, P), raster order on the merged grid. Composes the HF tower's modules (shared)."""
 
-        def __init__(self, visual):
+        def __init__(self, visual, width: int, full: list[int], window: int | None):
+            """`width`: the tower's; `full`: its full-attention blocks; `window`: merged cells per window side
+            (None: no window attention, Qwen2-VL)."""
             super().__init__()
             cfg = visual.config
             self.patch_embed, self.rotary, self.blocks = visual.patch_embed, visual.rotary_pos_emb, visual.blocks
             self.merge = cfg.spatial_merge_size
             self.unit = self.merge**2
-            self.window = cfg.window_size // self.merge // cfg.patch_size  # merged cells per window side
-            self.full = set(cfg.fullatt_block_indexes)
+            self.window = window
+            self.full = set(full)
             self.saliency_block = max(self.full)  # the last full-attention block
             self.heads = cfg.num_heads
-            self.width = cfg.hidden_size
+            self.width = width
             self.projector = Merger(visual.merger, self.width)
 
         def layout(self, grid: tuple[int, int]):
             """Static index structures of a (rows, cols) patch grid: computed in numpy, constants in a graph."""
             rows, cols = grid
-            order, lengths = window_layout(rows, cols, self.merge, self.window)
+            if self.window is None:  # one "window": every patch, merge units in raster order
+                order, lengths = np.arange(rows * cols // self.unit), [rows * cols]
+            else:
+                order, lengths = window_layout(rows, cols, self.merge, self.window)
             hw = patch_positions(rows, cols, self.merge).reshape(-1, self.unit, 2)[order].reshape(-1, 2)
             return order, np.argsort(order), window_groups(lengths), hw
 
@@ -280,30 +285,44 @@ class Qwen25VL(Arch):
 
         return Qwen2_5_VLForConditionalGeneration
 
+    def tower_layout(self, vision) -> tuple[int, list[int], int | None]:
+        """(the tower's width, its full-attention blocks, merged cells per window side) from its config."""
+        return vision.hidden_size, list(vision.fullatt_block_indexes), \
+            vision.window_size // vision.spatial_merge_size // vision.patch_size  # fmt: skip
+
+    def merger_width(self, vision) -> int:
+        return vision.out_hidden_size
+
     def check(self, config, where: str) -> None:
         vision = config.vision_config
         if vision.spatial_merge_size != 2 or vision.temporal_patch_size != 2:
             raise ModelError(f"{where}: adafv supports a 2x2 merger over 2-frame patches "
                              f"(spatial_merge_size={vision.spatial_merge_size}, "
                              f"temporal_patch_size={vision.temporal_patch_size})")  # fmt: skip
+        if self.merger_width(vision) != config.text_config.hidden_size:
+            raise ModelError(f"{where}: the merger's width {self.merger_width(vision)} is not the LLM's "
+                             f"{config.text_config.hidden_size}")  # fmt: skip
+        self._check_blocks(vision, where)
+
+    def _check_blocks(self, vision, where: str) -> None:
         if not vision.fullatt_block_indexes:
             raise ModelError(f"{where}: no full-attention block in the tower: global attention needs one")
         if max(vision.fullatt_block_indexes) >= vision.depth:
             raise ModelError(f"{where}: fullatt_block_indexes {list(vision.fullatt_block_indexes)} exceed the depth "
                              f"{vision.depth}")  # fmt: skip
-        if vision.out_hidden_size != config.text_config.hidden_size:
-            raise ModelError(f"{where}: the merger's width {vision.out_hidden_size} is not the LLM's "
-                             f"{config.text_config.hidden_size}")  # fmt: skip
 
-    def config(self, vision, text, tokenizer, *, pinpoints=None):
+    def config_class(self):
         from transformers import Qwen2_5_VLConfig
 
+        return Qwen2_5_VLConfig
+
+    def config(self, vision, text, tokenizer, *, pinpoints=None):
         ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in
                [("image_token_id", IMAGE_PAD), ("vision_start_token_id", VISION_START),
                 ("vision_end_token_id", VISION_END), ("video_token_id", "<|video_pad|>")]}  # fmt: skip
         vision = vision if isinstance(vision, dict) else vision.to_dict()
         text = text if isinstance(text, dict) else text.to_dict()
-        return Qwen2_5_VLConfig(vision_config=vision, text_config=text, **ids)
+        return self.config_class()(vision_config=vision, text_config=text, **ids)
 
     def build(self, vision, text, tokenizer, *, seed: int = 0, chat_template: str | None = None, pinpoints=None,
               min_pixels: int = 56 * 56, max_pixels: int = 28 * 28 * 1280) -> tuple[Any, Any]:  # fmt: skip
@@ -328,7 +347,7 @@ class Qwen25VL(Arch):
         return 1, 1
 
     def patches_per_side(self, config) -> int:
-        raise ModelError("Qwen2.5-VL has no fixed patch grid: its grid follows each image (patch_grid)")
+        raise ModelError("Qwen-VL has no fixed patch grid: its grid follows each image (patch_grid)")
 
     def patch_grid(self, inputs: dict) -> tuple[int, int]:
         """(rows, cols) of patches of the processed image (image_grid_thw)."""
@@ -340,12 +359,12 @@ class Qwen25VL(Arch):
         return patch_grid[0] // m, patch_grid[1] // m
 
     def visual(self, model):
-        return _torch_modules()[0](model.model.visual)
+        return _torch_modules()[0](model.model.visual, *self.tower_layout(model.config.vision_config))
 
     def graph_visual(self, model, resolution: tuple[int, int] | None = None):
         cfg = model.config.vision_config
-        tokens, fixed = _torch_modules()
-        return fixed(tokens(model.model.visual), cfg.patch_size, cfg.temporal_patch_size, resolution)
+        fixed = _torch_modules()[1]
+        return fixed(self.visual(model), cfg.patch_size, cfg.temporal_patch_size, resolution)
 
     def default_resolution(self, config, processor_limits: tuple[int, int] = (56 * 56, 28 * 28 * 1280)):
         """(height, width) Qwen's processor (its default pixel range) gives a 640x480 (VGA) camera frame: 476x644.
@@ -378,4 +397,63 @@ class Qwen25VL(Arch):
                 f"{VISION_START}{IMAGE_PAD}{VISION_END}{prompt}<|im_end|>\n<|im_start|>assistant\n")  # fmt: skip
 
 
+class Qwen2VL(Qwen25VL):
+    """Qwen2-VL (`qwen2_vl`): the same processor, merger, M-RoPE and text decoder as Qwen2.5-VL; its tower has no
+    window attention (every block is full attention: saliency comes from the last one), LayerNorms and a GELU MLP,
+    and its config names the tower's width `embed_dim` (its `hidden_size` is the merger's output)."""
+
+    name = "qwen2_vl"
+
+    def model_class(self):
+        from transformers import Qwen2VLForConditionalGeneration
+
+        return Qwen2VLForConditionalGeneration
+
+    def tower_layout(self, vision) -> tuple[int, list[int], int | None]:
+        return vision.embed_dim, list(range(vision.depth)), None
+
+    def merger_width(self, vision) -> int:
+        return vision.hidden_size
+
+    def tower_facts(self, vision) -> dict[str, int]:
+        return {"width": vision.embed_dim, "heads": vision.num_heads, "mlp": int(vision.embed_dim * vision.mlp_ratio),
+                "layers": vision.depth}  # fmt: skip
+
+    def _check_blocks(self, vision, where: str) -> None:
+        if vision.depth < 1:
+            raise ModelError(f"{where}: the tower has no block")
+
+    def config_class(self):
+        from transformers import Qwen2VLConfig
+
+        return Qwen2VLConfig
+
+    def language_model(self, model):
+        """onnxruntime-genai's builder (0.18) has no Qwen2-VL decoder, but Qwen2-VL's text decoder *is* Qwen2.5-VL's
+        (the same Qwen2 layers, M-RoPE and sections; transformers defines one from the other): the Qwen2.5-VL
+        model handed to the builder holds this model's own text modules and head (shared, not copied) and a
+        one-block stand-in tower, which the decoder (exclude_embeds) never reads. The build checks the decoder
+        against this model's text path token for token, as for every family."""
+        import torch
+        from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+        from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VisionTransformerPretrainedModel
+
+        c = model.config
+        stand_in = dict(depth=1, hidden_size=16, intermediate_size=16, num_heads=1, fullatt_block_indexes=[0],
+                        out_hidden_size=c.text_config.hidden_size, window_size=112,
+                        patch_size=c.vision_config.patch_size)  # fmt: skip
+        config = Qwen2_5_VLConfig(vision_config=stand_in, text_config=c.text_config.to_dict(),
+                                  image_token_id=c.image_token_id, video_token_id=c.video_token_id,
+                                  vision_start_token_id=c.vision_start_token_id,
+                                  vision_end_token_id=c.vision_end_token_id)  # fmt: skip
+        with torch.device("meta"):
+            twin = Qwen2_5_VLForConditionalGeneration(config)
+        twin.model.language_model = model.model.language_model
+        twin.lm_head = model.lm_head
+        twin.model.visual = Qwen2_5_VisionTransformerPretrainedModel._from_config(config.vision_config,
+                                                                                  dtype=model.dtype)  # fmt: skip
+        return twin.eval()
+
+
 QWEN2_5_VL = register(Qwen25VL())
+QWEN2_VL = register(Qwen2VL())
