@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from . import methods
+from .answer import Answer
 from .config import AdaFVConfig
 from .errors import InputError
 from .methods import select
@@ -264,26 +265,25 @@ class Reference:
         ids = self.generate(prepared, visual, max_new_tokens, positions)
         t4 = time.perf_counter()
         ms = lambda a, b: round((b - a) * 1000, 3)  # noqa: E731
-        return {
-            "model": self.loaded.spec.name,
-            "path": "reference",
-            "method": "full" if full else config.method,
-            "mode": config.mode,
-            "layout": "stock" if full else config.layout if self.loaded.arch.anyres else "compact",
-            "keep": config.keep,
-            "text": self.processor.tokenizer.decode(ids, skip_special_tokens=True).strip(),
-            "tokens": ids,
-            "kept_positions": positions.tolist(),
-            "num_kept": int(positions.numel()),
-            "num_visual_tokens": N * P,
-            "num_llm_visual_tokens": int(visual.shape[0]),
-            "num_crops": N,
-            "grid": list(prepared.grid),
-            **({"merged_grid": list(prepared.merged_grid)} if prepared.merged_grid else {}),
-            "timings_ms": {
+        return Answer(
+            model=self.loaded.spec.name,
+            path="reference",
+            method="full" if full else config.method,
+            mode=config.mode,
+            layout="stock" if full else config.layout if self.loaded.arch.anyres else "compact",
+            keep=config.keep,
+            text=self.processor.tokenizer.decode(ids, skip_special_tokens=True).strip(),
+            tokens=ids,
+            kept_positions=positions.tolist(),
+            num_visual_tokens=N * P,
+            num_llm_visual_tokens=int(visual.shape[0]),
+            num_crops=N,
+            grid=list(prepared.grid),
+            merged_grid=list(prepared.merged_grid) if prepared.merged_grid else None,
+            timings_ms={
                 **analysis.timings_ms,
                 "select": ms(t2, t3),
                 "generate": ms(t3, t4),
                 "total": round(sum(analysis.timings_ms.values()) + ms(t2, t4), 3),
             },
-        }
+        ).to_dict()

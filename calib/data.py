@@ -17,7 +17,6 @@ it reads the bundle from $ADAFV_CALIB_BUNDLE and the data from $ADAFV_CALIB_DATA
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -47,7 +46,8 @@ def shipped() -> Path:
 
 def items(source: str | Path | None = None, split: str | None = None) -> list[Item]:
     """The items of a folder of images, a JSONL file, or (None) the shipped set; `split` keeps one half."""
-    from adafv.errors import ConfigError
+    from adafv.datafile import jsonl, local_path
+    from adafv.errors import ConfigError, DataError
 
     path = Path(source) if source is not None else shipped()
     if path.is_dir():
@@ -55,24 +55,15 @@ def items(source: str | Path | None = None, split: str | None = None) -> list[It
         found = [Item(str(p), DEFAULT_QUESTION, SPLITS[i % 2]) for i, p in enumerate(images)]
     elif path.is_file():
         found = []
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (UnicodeDecodeError, OSError) as e:
-            raise ConfigError(f"{path} is not a readable UTF-8 JSONL file ({e})") from None
-        for n, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                image = Path(row["image"])
-                question = row.get("question", DEFAULT_QUESTION)
-                split = row.get("split", "calibration")
-                if not isinstance(question, str) or not question.strip() or split not in SPLITS:
-                    raise ValueError(f"question must be text and split one of {', '.join(SPLITS)}")
-                found.append(Item(str(image if image.is_absolute() else path.parent / image), question, split,
-                                  row.get("answer")))  # fmt: skip
-            except (ValueError, KeyError, TypeError, RecursionError) as e:
-                raise ConfigError(f"{path}:{n}: not a calibration line ({e})") from e
+        for n, row in jsonl(path, "calibration data", "{image, question, split}"):
+            image, question = row.get("image"), row.get("question", DEFAULT_QUESTION)
+            split = row.get("split", "calibration")
+            if not isinstance(image, str) or not image.strip():
+                raise DataError(f"{path}:{n}: not a calibration line ('image' must be a non-empty string)")
+            if not isinstance(question, str) or not question.strip() or split not in SPLITS:
+                raise DataError(f"{path}:{n}: not a calibration line (question must be text and split one of "
+                                f"{', '.join(SPLITS)})")  # fmt: skip
+            found.append(Item(str(local_path(path, image)), question, split, row.get("answer")))
     else:
         raise ConfigError(f"calibration data not found: {path} (a folder of images or a JSONL file)")
     if split is not None:

@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from adafv.datafile import jsonl, local_path, parse_json, read_text
 from adafv.errors import DataError
 
 SUFFIX = "Answer the question using a single word or phrase."
@@ -52,13 +53,8 @@ def load(path: Path) -> list[dict[str, Any]]:
     (and checked to exist). Ids default to the line number; an id seen twice is refused."""
     path = Path(path)
     items, seen = [], {}
-    for n, line in enumerate(_read_text(path, "data file").splitlines(), start=1):
-        if not line.strip():
-            continue
-        item = _json(path, line, f":{n}")
+    for n, item in jsonl(path, "data file", "{image, question, answer}"):
         where = f"{path}:{n}"
-        if not isinstance(item, dict):
-            raise DataError(f"{where}: each line is an object {{image, question, answer}}, not a {type(item).__name__}")
         missing = [k for k in ("image", "question", "answer") if k not in item]
         if missing:
             raise DataError(f"{where}: missing {', '.join(missing)}")
@@ -78,8 +74,7 @@ def load(path: Path) -> list[dict[str, Any]]:
             raise DataError(f"{where}: id {ident!r} is also line {seen[str(ident)]}'s (ids default to the line "
                             "number): give each question its own id")  # fmt: skip
         seen[str(ident)] = n
-        image = Path(item["image"])
-        image = image if image.is_absolute() else path.parent / image
+        image = local_path(path, item["image"])
         if not image.is_file():
             raise DataError(f"{where}: image {image} {'is not a file' if image.exists() else 'not found'}")
         item["image"] = str(image)
@@ -491,7 +486,7 @@ def convert(kind: str, source: Path, images: Path, out: Path, force: bool = Fals
     if not images.is_dir():
         raise DataError(f"--images {images}: {'not a folder' if images.exists() else 'no such folder'} (the folder "
                         "holding the benchmark's images)")  # fmt: skip
-    text = _read_text(source, "source")
+    text = read_text(source, "source")
     rows = _CONVERTERS[kind](source, text, images)
     if not rows:
         raise DataError(f"{source} holds no questions")
@@ -502,30 +497,6 @@ def convert(kind: str, source: Path, images: Path, out: Path, force: bool = Fals
         seen.add(str(row["id"]))
     write_atomic(out, lambda tmp: tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8"))
     return len(rows)
-
-
-def _read_text(path: Path, what: str) -> str:
-    """A UTF-8 text file, or one DataError line saying why not."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"{what} {path} not found")
-    if not path.is_file():
-        raise DataError(f"{what} {path} is not a file")
-    try:
-        return path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path} is not UTF-8 text (byte {e.start}: {e.reason})") from None
-    except OSError as e:
-        raise DataError(f"cannot read {path}: {e.strerror or e}") from None
-
-
-def _json(source: Path, text: str, where: str = ""):
-    try:
-        return json.loads(text)
-    except RecursionError:
-        raise DataError(f"{source}{where}: JSON nested too deeply") from None
-    except json.JSONDecodeError as e:
-        raise DataError(f"{source}{where}: not JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
 
 
 def _field(source: Path, q, key: str, kind, label: str):
@@ -551,7 +522,7 @@ def _image_name(source: Path, q, key: str, label: str, suffix: str = "") -> str:
 
 def _gqa(source: Path, text: str, images: Path) -> list[dict]:
     """testdev_balanced_questions.json: {qid: {"imageId", "question", "answer", ...}}."""
-    data = _json(source, text)
+    data = parse_json(source, text)
     if not isinstance(data, dict):
         raise DataError(f"{source}: a GQA questions file is one JSON object of questions by id, got a "
                         f"{type(data).__name__}")  # fmt: skip
@@ -570,7 +541,7 @@ def _pope(source: Path, text: str, images: Path) -> list[dict]:
     for n, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
-        q = _json(source, line, f":{n}")
+        q = parse_json(source, line, f":{n}")
         label = f"line {n}"
         answer = _field(source, q, "label", str, label)
         if normalize(answer) not in ("yes", "no"):
@@ -583,7 +554,7 @@ def _pope(source: Path, text: str, images: Path) -> list[dict]:
 
 def _textvqa(source: Path, text: str, images: Path) -> list[dict]:
     """TextVQA_0.5.1_val.json: {"data": [{"question_id", "image_id", "question", "answers": [TEXT, ...]}]}."""
-    data = _json(source, text)
+    data = parse_json(source, text)
     if not isinstance(data, dict) or not isinstance(data.get("data"), list):
         raise DataError(f"{source}: a TextVQA file is a JSON object whose 'data' is a list of questions")
     rows = []

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from adafv.answer import Answer
+
 from . import manifest as bundle_format
 from .contract import VisionContract
 from .errors import BundleError, EngineError, ImageError, OptionError, PromptError, first_line
@@ -307,33 +309,33 @@ class Pipeline:
         ms = lambda a, b: round((b - a) * 1000, 3)  # noqa: E731
         decoded = max(len(generation.tokens) - 1, 0)
         num_crops = pixels.shape[0]
-        return {
-            "model": self.manifest["model"]["name"],
-            "path": "bundle",
-            "bundle": str(self.root),
-            "engine": self.engine,
-            "target": self.manifest["target"],
-            "providers": self.session_providers,
-            "method": self.manifest["selection"]["method"],
-            "mode": self.manifest["selection"]["mode"],
-            "keep": self.keep,
-            "text": text.strip(),
-            "tokens": generation.tokens,
-            "kept_positions": sorted(positions[valid].tolist()),
-            "num_kept": int(valid.sum()),
-            "num_visual_tokens": num_crops * self.manifest["vision"]["patches_per_crop"],
-            "num_llm_visual_tokens": int(visual.shape[0]),
-            "layout": self.manifest["layout"]["kind"],
-            "num_crops": num_crops,
-            "grid": list(grid),
-            **({"merged_grid": self.manifest["vision"]["merged_grid"]} if "merged_grid" in self.manifest["vision"]
-               else {}),  # fmt: skip
-            "stopped": generation.stopped,
-            "prompt_tokens": int(embeds.shape[0]),
-            "warmup_ms": self.warmup_ms,
-            "host_bytes_per_decode_step": generation.host_bytes_per_step,
-            "kv_cache_bytes": generation.kv_cache_bytes,
-            "timings_ms": {
+        return Answer(
+            model=self.manifest["model"]["name"],
+            path="bundle",
+            method=self.manifest["selection"]["method"],
+            mode=self.manifest["selection"]["mode"],
+            layout=self.manifest["layout"]["kind"],
+            keep=self.keep,
+            text=text.strip(),
+            tokens=generation.tokens,
+            kept_positions=sorted(positions[valid].tolist()),
+            num_visual_tokens=num_crops * self.manifest["vision"]["patches_per_crop"],
+            num_llm_visual_tokens=int(visual.shape[0]),
+            num_crops=num_crops,
+            grid=list(grid),
+            merged_grid=self.manifest["vision"].get("merged_grid"),
+            facts={
+                "bundle": str(self.root),
+                "engine": self.engine,
+                "target": self.manifest["target"],
+                "providers": self.session_providers,
+                "stopped": generation.stopped,
+                "prompt_tokens": int(embeds.shape[0]),
+                "warmup_ms": self.warmup_ms,
+                "host_bytes_per_decode_step": generation.host_bytes_per_step,
+                "kv_cache_bytes": generation.kv_cache_bytes,
+            },
+            timings_ms={
                 "preprocess": ms(t0, t1) + (image.preprocess_ms if isinstance(image, PreparedImage) else 0.0),
                 "vision": ms(t1, t2),
                 "prefill": round(generation.prefill_ms, 3),
@@ -342,7 +344,7 @@ class Pipeline:
                 "decode_tokens_per_s": round(decoded / (generation.decode_ms / 1000), 2) if decoded else None,
                 "total": ms(t0, t3),
             },
-        }
+        ).to_dict()
 
 
 def rows_layout(positions: np.ndarray, tokens: np.ndarray, newline: np.ndarray, side: int, cols: int) -> np.ndarray:

@@ -187,3 +187,35 @@ def test_the_builds_report_fits_its_time_budget(int8_bundle):
     assert full["images"] == len(chosen) and full["per_image"][:4] == [
         {**r, "vision_ms": full["per_image"][i]["vision_ms"], "vision_ms_fp32": full["per_image"][i]["vision_ms_fp32"]}
         for i, r in enumerate(report["per_image"])]  # fmt: skip
+
+
+@pytest.mark.parametrize("content,message", [
+    (b"\xff\xfe{", "is not UTF-8 text"),
+    (b'{"image": "a.png"\n', "not JSON"),
+    (b'["a.png"]\n', "each line is an object"),
+    (b'{"question": "what?"}\n', "'image' must be a non-empty string"),
+    (b'{"image": "a.png", "split": "train"}\n', "split one of"),
+])  # fmt: skip
+def test_calibration_and_eval_read_questions_files_alike(tmp_path, content, message):
+    """One reader (adafv.datafile) for both: the same bad file is one DataError line, naming the file and line."""
+    from adafv.errors import DataError
+    from adafv.eval.vqa import load
+
+    path = tmp_path / "q.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=message) as calib_error:
+        items(path)
+    assert str(path) in str(calib_error.value) and "\n" not in str(calib_error.value)
+    if message in ("is not UTF-8 text", "not JSON", "each line is an object"):  # file-level: the very same line
+        with pytest.raises(DataError) as eval_error:
+            load(path)
+        assert str(eval_error.value) == str(calib_error.value).replace("{image, question, split}",
+                                                                      "{image, question, answer}")  # fmt: skip
+
+
+def test_a_calibration_line_with_a_bom_and_a_relative_image_reads(tmp_path):
+    (tmp_path / "img").mkdir()
+    path = tmp_path / "q.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"image": "img/a.png", "question": "what?", "split": "heldout"}\n\n')
+    (got,) = items(path)
+    assert got.image == str(tmp_path / "img" / "a.png") and got.split == "heldout" and got.question == "what?"

@@ -1,7 +1,7 @@
 """The folder tree is the architecture: imports point one way, downwards, and no two modules import each other.
 Every import counts, function-local ones included (an AST walk over every module of every package).
 
-    cli ──► eval ──► export ──► calib ──► runtime ──► adafv.errors, adafv.positions (torch-free leaves)
+    cli ──► eval ──► export ──► calib ──► runtime ──► adafv.errors, .positions, .answer (torch-free leaves)
              │          │         └─────────────► adafv (the method)
              └──► serve ┴──► runtime
     adafv (the method) imports only itself and the data packages (assets, checkpoints).
@@ -21,9 +21,9 @@ FOLDERS = {"adafv": "adafv", "export": "adafv.export", "runtime": "adafv.runtime
 # what each package may import of ours (besides itself); "adafv.errors" etc. are single modules of the method
 ALLOWED = {
     "adafv": {"adafv.assets", "adafv.checkpoints"},
-    "adafv.runtime": {"adafv.errors", "adafv.positions"},
+    "adafv.runtime": {"adafv.errors", "adafv.positions", "adafv.answer"},
     "adafv.serve": {"adafv.runtime", "adafv.errors", "adafv"},
-    "adafv.calib": {"adafv.runtime", "adafv.errors"},
+    "adafv.calib": {"adafv.runtime", "adafv.errors", "adafv.datafile"},
     "adafv.export": {"adafv", "adafv.runtime", "adafv.calib", "adafv.assets", "adafv.checkpoints"},
     "adafv.eval": {"adafv", "adafv.runtime", "adafv.calib", "adafv.export", "adafv.assets", "adafv.checkpoints"},
     "adafv.cli": {"adafv", "adafv.runtime", "adafv.calib", "adafv.export", "adafv.eval", "adafv.serve",
