@@ -82,9 +82,9 @@ def reading_order_index(positions: torch.Tensor, patches_per_side: int, grid_col
     P = side * side
     pos = iclip(positions, low=0)  # (B, K)
     crop, patch = idiv(pos, P), imod(pos, P)
-    tile = iclip(crop - 1, low=0)  # index among the high-resolution crops
-    row = idiv(tile, grid_cols) * side + idiv(patch, side)  # global patch row in the stitched grid
-    col = imod(tile, grid_cols) * side + imod(patch, side)
+    hires = iclip(crop - 1, low=0)  # index among the high-resolution crops
+    row = idiv(hires, grid_cols) * side + idiv(patch, side)  # global patch row in the stitched grid
+    col = imod(hires, grid_cols) * side + imod(patch, side)
     key = torch.where(crop == 0, patch, P + row * (grid_cols * side) + col)  # (B, K)
     key = torch.where(positions < 0, BIG, key.float())
     return smallest(key, positions.shape[-1])[1]  # (B, K)

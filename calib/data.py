@@ -92,7 +92,7 @@ def prepared(pipe, chosen: list[Item]) -> tuple[list[tuple[Item, dict[str, np.nd
             skipped.append((item, str(e)))
             continue
         if not lo <= pixels.shape[0] <= hi:
-            skipped.append((item, f"{pixels.shape[0]} crops; the engine takes {lo}..{hi} (--max-crops)"))
+            skipped.append((item, f"{pixels.shape[0]} crops; the vision graph takes {lo}..{hi} (--max-crops)"))
             continue
         used.append((item, pipe.vision_feeds(pixels, pipe.embed(post), grid, dtype=np.float32)))
     return used, skipped

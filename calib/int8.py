@@ -59,7 +59,7 @@ def quantize(
     if not feeds:
         from adafv.errors import BuildError
 
-        raise BuildError("INT8 calibration got no images the engine takes")
+        raise BuildError("INT8 calibration got no images the vision graph takes")
 
     class Reader(CalibrationDataReader):
         """One sample per calibration pass (ONNX Runtime's strided MinMax merges the ranges across passes)."""

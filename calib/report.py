@@ -77,7 +77,7 @@ def compare(pipe, reduced: Path, reference: Path, chosen, repeats: int = 1, answ
     used, skipped = prepared(pipe, list(chosen))
     if len(used) < min_items:
         reasons = "; ".join(f"{Path(it.image).name}: {why}" for it, why in skipped[:3])
-        raise CalibrationError(f"the report needs at least {min_items} held-out items the engine takes; got "
+        raise CalibrationError(f"the report needs at least {min_items} held-out items the vision graph takes; got "
                                f"{len(used)} of {len(used) + len(skipped)}" + (f" ({reasons})" if reasons else ""))
     lo = _session(reduced)
     hi = _session(reference)

@@ -176,7 +176,7 @@ def cmd_bench(args) -> int:
 
     shapes = args.shapes or ("llava-next-7b" if args.device == "cuda" else "llava-next-1b")
     config = BenchConfig(shapes=shapes, device=args.device, repeats=args.repeats, quick=args.quick,
-                         resolution=args.resolution)  # fmt: skip
+                         resolution=args.resolution, precision=args.precision)  # fmt: skip
     size = f"-{args.resolution[1]}x{args.resolution[0]}" if args.resolution else ""
     out = args.out or Path("bench") / f"{config.shapes}-{config.device}{size}"
     _check_out_folder(out)
@@ -456,6 +456,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     bench.add_argument("--quick", action="store_true", help="tiny shapes, one repeat: checks the structure (CI)")
     bench.add_argument("--repeats", type=POSITIVE, default=3)
+    bench.add_argument("--precision", choices=["fp32", "fp16", "int8"], help="the vision graph's precision (default: "
+                       "fp16 on cuda; int8 on a CPU with integer dot products, else fp32)")
     bench.add_argument("--resolution", type=RESOLUTION, help="Qwen shapes: the bundle's image size WIDTHxHEIGHT "
                        "(default 644x476, a VGA frame; 1288x728 for 720p)")
     bench.add_argument("--out", type=Path, help="where bench.json/.md/.png go (default bench/<shapes>-<device>)")

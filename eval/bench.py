@@ -56,6 +56,7 @@ class BenchConfig:
     keeps: tuple[int, ...] = ()  # default: KEEPS[shapes]
     heavy_repeats: int = 1  # transformers and the peers' eager path: slow at real shapes on a CPU
     resolution: tuple[int, int] | None = None  # (height, width) of a Qwen bundle; default QWEN_RESOLUTION / VGA
+    precision: str | None = None  # the vision graph's; default the device's best (fp16 GPU, int8 where it pays)
 
     def __post_init__(self):
         from adafv.errors import ConfigError
@@ -73,6 +74,8 @@ class BenchConfig:
             raise ConfigError("repeats must be >= 1")
         if not self.keeps:
             object.__setattr__(self, "keeps", KEEPS[self.shapes])
+        if self.precision not in (None, "fp32", "fp16", "int8"):
+            raise ConfigError(f"unknown vision precision {self.precision!r}; choose fp32, fp16 or int8")
         if self.resolution is not None and "qwen" not in self.shapes:
             raise ConfigError(f"--resolution is for Qwen shapes (a fixed-resolution bundle), not {self.shapes}")
 
@@ -150,9 +153,11 @@ def run(config: BenchConfig, out_dir: Path, progress: bool = True) -> dict[str, 
     pays, why = int8_pays(report["machine"]["cpu_facts"])
     # the graph each device runs best (fp32 is measured beside it): fp16 on a GPU; on a CPU int8 only where integer
     # dot products make it pay; elsewhere its build (calibration, report) would cost minutes for nothing
-    precision = "fp16" if config.device == "cuda" else "int8" if pays else "fp32"
-    report["precision"] = {"vision": precision, "int8_pays_here": pays, "why": why}
-    say(f"vision graph: {precision}" + ("" if config.device == "cuda" else f" ({why})"))
+    precision = config.precision or ("fp16" if config.device == "cuda" else "int8" if pays else "fp32")
+    report["precision"] = {"vision": precision, "int8_pays_here": pays, "why": why,
+                           "chosen_by": "--precision" if config.precision else "the device"}  # fmt: skip
+    say(f"vision graph: {precision}" + (" (--precision)" if config.precision else
+                                        "" if config.device == "cuda" else f" ({why})"))  # fmt: skip
     qwen = config.shapes.startswith(("qwen", "tiny-qwen"))
     resolution = (config.resolution or QWEN_RESOLUTION.get(config.shapes)) if qwen else None
     engine = EngineConfig(model, AdaFVConfig(keep=keep), precision=precision, target=target, max_probes=2,
@@ -472,7 +477,8 @@ def markdown(r: dict[str, Any]) -> str:
             if b["seconds"] else "## The build",
             "",
             f"Vision graph measured as what the runtime runs: {prec.get('vision')}"
-            + (f" ({prec['why']})" if c["device"] == "cpu" and prec.get("why") else "") + ".",
+            + (" (chosen with --precision)" if prec.get("chosen_by") == "--precision" else
+               f" ({prec['why']})" if c["device"] == "cpu" and prec.get("why") else "") + ".",  # fmt: skip
             "",
             "| step | s |",
             "|---|---|",

@@ -87,7 +87,7 @@ def plan(bundle: str | Path, device: str, context: int | None = None, crops: int
     if crops is not None and not lo <= crops <= hi:
         from adafv.errors import ConfigError
 
-        raise ConfigError(f"--crops {crops}: this bundle's engine takes {lo}..{hi} crops per image")
+        raise ConfigError(f"--crops {crops}: this bundle's vision graph takes {lo}..{hi} crops per image")
     if context is not None and context > llm["max_length"]:
         from adafv.errors import ConfigError
 

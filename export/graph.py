@@ -116,7 +116,8 @@ def check_keep(config: AdaFVConfig, shapes: GraphShapes) -> None:
             f"({shapes.crops[0]} crop(s) x {shapes.patches_per_crop} = {fewest}); nothing would be dropped"
         )
     if config.method not in GRAPH_METHODS:
-        raise ConfigError(f"method {config.method!r} cannot be compiled into an engine ({', '.join(GRAPH_METHODS)})")
+        raise ConfigError(f"method {config.method!r} cannot be compiled into a vision graph "
+                          f"({', '.join(GRAPH_METHODS)})")  # fmt: skip
     if config.mode == "paper" and config.keep < 2 * shapes.crops[1]:
         raise ConfigError(f"paper mode needs keep >= 2 * max crops = {2 * shapes.crops[1]}, got {config.keep}")
 

@@ -93,7 +93,7 @@ class Pipeline:
         return pipe
 
     def warmup(self) -> float:
-        """Create the sessions and run each stage once (the vision graph at every crop count the engine takes, a
+        """Create the sessions and run each stage once (the vision graph at every crop count the vision graph takes, a
         prefill as long as a real question's, one decode step); returns and records its time in ms."""
         from PIL import Image
 

@@ -38,7 +38,7 @@ def decide(root: Path, manifest: dict[str, Any], providers: list[str] | None = N
     CUDA, CPU); `backend`: `tensorrt` requires the bundle's engine to match this machine (a BundleError naming both
     versions otherwise), `auto` uses it when it does."""
     if backend not in BACKENDS:
-        raise BundleError(f"unknown engine {backend!r}; choose {', '.join(BACKENDS)}")
+        raise BundleError(f"unknown backend {backend!r}; choose {', '.join(BACKENDS)}")
     providers = list(providers) if providers else best_providers()
     plan = matching_plan(root, manifest, required=backend == "tensorrt")
     engines = manifest["vision"].get("engines", [])

@@ -28,7 +28,7 @@ releases the GIL while it resamples, and each resize is the very call transforme
 
 Anyres: the grid resolution is `select_best_resolution` over the pinpoints; the image is resized into it keeping
 its aspect ratio, centred on zeros, and cut into crops row-major; the base view (the whole image resized to the
-square `size`) comes first. Each view is then resized to `size`, centre-cropped to `crop_size`, rescaled and
+square `size`) comes first. Each crop is then resized to `size`, centre-cropped to `crop_size`, rescaled and
 normalised. The processor's `do_pad` pads the number of crops across a batch and changes nothing for one image.
 """
 
@@ -117,15 +117,15 @@ def preprocess(image, spec: dict) -> tuple[np.ndarray, tuple[int, int]]:
     if spec["kind"] == "qwen2vl":
         return _fixed_resolution(image, spec), (1, 1)
     if spec["kind"] == "anyres":
-        views, grid = _anyres_views(image, spec)
+        crops, grid = _anyres_crops(image, spec)
     elif spec["kind"] == "clip":
-        views, grid = [image], (1, 1)
+        crops, grid = [image], (1, 1)
     else:
         raise ValueError(f"unknown image preprocessing kind {spec['kind']!r} (expected anyres, clip or qwen2vl)")
-    views = [_finish_view(view, spec) for view in views]  # uint8 (H, W, 3) each
-    pixels = np.empty((len(views), 3, *views[0].shape[:2]), dtype=np.uint8)  # (N, 3, H, W)
-    for n, view in enumerate(views):
-        pixels[n] = view.transpose(2, 0, 1)
+    crops = [_finish_crop(crop, spec) for crop in crops]  # uint8 (H, W, 3) each
+    pixels = np.empty((len(crops), 3, *crops[0].shape[:2]), dtype=np.uint8)  # (N, 3, H, W)
+    for n, crop in enumerate(crops):
+        pixels[n] = crop.transpose(2, 0, 1)
     return pixels, grid
 
 
@@ -191,8 +191,8 @@ def normalize(pixels: np.ndarray, spec: dict) -> np.ndarray:
 _RESIZER = ThreadPoolExecutor(max_workers=2, thread_name_prefix="adafv-resize")
 
 
-def _anyres_views(image: Image.Image, spec: dict) -> tuple[list, tuple[int, int]]:
-    """The base view (PIL) and the grid crops (uint8 HWC views into one zero-padded canvas), and the grid."""
+def _anyres_crops(image: Image.Image, spec: dict) -> tuple[list, tuple[int, int]]:
+    """The base view (PIL) and the grid crops (uint8 HWC slices of one zero-padded canvas), and the grid."""
     resample = spec["resample"]
     grid_h, grid_w = select_best_resolution((image.height, image.width), spec["image_grid_pinpoints"])
     new_h, new_w = _fit_size((image.height, image.width), (grid_h, grid_w))
@@ -214,19 +214,19 @@ def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def _finish_view(view, spec: dict) -> np.ndarray:
-    """One view (PIL image or uint8 HWC array) -> resized to `size` and centre-cropped, as a uint8 HWC array."""
-    height, width = (view.height, view.width) if isinstance(view, Image.Image) else view.shape[:2]
+def _finish_crop(crop, spec: dict) -> np.ndarray:
+    """One crop (PIL image or uint8 HWC array) -> resized to `size` and centre-cropped, as a uint8 HWC array."""
+    height, width = (crop.height, crop.width) if isinstance(crop, Image.Image) else crop.shape[:2]
     if spec["do_resize"]:
         new_h, new_w = _resize_size((height, width), spec["size"])
         if (new_h, new_w) != (height, width):
-            if not isinstance(view, Image.Image):
-                view = Image.fromarray(view)
-            view = view.resize((new_w, new_h), spec["resample"])
-    view = np.asarray(view)
+            if not isinstance(crop, Image.Image):
+                crop = Image.fromarray(crop)
+            crop = crop.resize((new_w, new_h), spec["resample"])
+    crop = np.asarray(crop)
     if spec["do_center_crop"]:
-        view = _center_crop(view, spec["crop_size"]["height"], spec["crop_size"]["width"])
-    return view
+        crop = _center_crop(crop, spec["crop_size"]["height"], spec["crop_size"]["width"])
+    return crop
 
 
 def _resize_size(image_size_hw: tuple[int, int], size: dict) -> tuple[int, int]:

@@ -1,4 +1,5 @@
-"""adafv.baselines: DART, DivPrune and VisionZip by hand, their contracts, ties, and that all compile into an engine."""
+"""adafv.baselines: DART, DivPrune and VisionZip by hand, their contracts, ties, and that all compile into a vision
+graph."""
 
 from __future__ import annotations
 

@@ -158,7 +158,7 @@ def test_items_the_engine_cannot_take_are_reported_and_the_rows_stay_aligned(int
     report = compare(*args, chosen, answers=False, timed=1, min_items=1)
     kept = [c == min(crops) for c in crops]
     assert report["images"] == sum(kept) and len(report["skipped"]) == len(chosen) - sum(kept)
-    assert all("crops; the engine takes" in s["reason"] for s in report["skipped"])
+    assert all("crops; the vision graph takes" in s["reason"] for s in report["skipped"])
     used = [it for it, k in zip(chosen, kept) if k]
     assert [(r["image"], r["question"]) for r in report["per_image"]] == [
         (Path(it.image).name, it.question) for it in used]  # fmt: skip

@@ -135,8 +135,8 @@ class LlavaNext(Llava):
 
     def crop_range(self, config) -> tuple[int, int]:
         side = config.vision_config.image_size
-        tiles = [(h // side) * (w // side) for h, w in config.image_grid_pinpoints]
-        return min(tiles) + 1, max(tiles) + 1
+        crops = [(h // side) * (w // side) for h, w in config.image_grid_pinpoints]
+        return min(crops) + 1, max(crops) + 1
 
     def grid(self, config, image_size_hw: tuple[int, int]) -> tuple[int, int]:
         from transformers.image_processing_utils import select_best_resolution
