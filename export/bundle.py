@@ -471,19 +471,35 @@ def step_tokenizer(ctx: BuildContext) -> None:
     write_manifest(ctx)
 
 
+def step_release(ctx: BuildContext) -> None:
+    """Past the decoder nothing runs in PyTorch (INT8 calibration and the precision report run in ONNX Runtime): the
+    model's weights (moved to the meta device; its configs stay for the manifest), the vision module and the parity
+    session are released, so calibration has their memory. The INT8 build of Qwen2.5-VL's tower at 644x476 was
+    killed at 24 GB while they were held; the build loaded the model itself, so nobody else holds it."""
+    import gc
+
+    ctx.session, ctx.graph = None, None
+    ctx.loaded.model.to("meta")
+    gc.collect()
+
+
 def step_int8(ctx: BuildContext) -> None:
     """--precision int8: the Q/DQ graph calibrated on the runtime's own feeds of the calibration half."""
     if ctx.config.precision != "int8":
         return
+    import gc
+
     from adafv.calib.data import feeds, items
     from adafv.calib.int8 import quantize
 
     config, root = ctx.config, ctx.root
     pipe = _build_pipeline(ctx)
+    calibration = list(feeds(pipe, items(config.calib_data, "calibration")))  # small: pixels and text embeddings
+    del pipe  # its FP32 vision session: gigabytes that calibration's own session needs
+    gc.collect()
     int8 = root / "vision.int8.onnx"
     facts = ctx.steps.run("INT8 graph (Q/DQ; selection, LayerNorms, softmax in FP32)", quantize, ctx.vision, int8,
-                          feeds(pipe, items(config.calib_data, "calibration")), ctx.shapes.crops[0],
-                          config.target)  # fmt: skip
+                          calibration, ctx.shapes.crops[0], config.target)  # fmt: skip
     if config.target == "cuda":  # the S8S8 graph TensorRT takes; a cpu target's U8S8 graph is not for TensorRT
         lint = trt_lint(int8)
         if not lint.ok:
@@ -530,8 +546,8 @@ def step_manifest(ctx: BuildContext) -> None:
     write_manifest(ctx)
 
 
-STEPS = [step_graph, step_lint, step_parity, step_fp16, step_tensorrt, step_llm, step_tokenizer, step_int8,
-         step_report, step_manifest]  # fmt: skip
+STEPS = [step_graph, step_lint, step_parity, step_fp16, step_tensorrt, step_llm, step_tokenizer, step_release,
+         step_int8, step_report, step_manifest]  # fmt: skip
 
 
 def _build_pipeline(ctx: BuildContext):
