@@ -84,6 +84,24 @@ def load(path: Path) -> list[dict[str, Any]]:
     return items
 
 
+FIT = "images of another aspect centre-cropped to the bundle's (the largest crop; within one merge cell: as is)"
+
+
+def _fitted(image, spec: dict):
+    """The image a fixed-resolution bundle can take without distortion: as is when its aspect fits (what
+    `adafv run` takes), else the largest centred crop of the bundle's aspect (as calibration does)."""
+    from adafv.runtime.errors import ImageError
+    from adafv.runtime.preprocess import check_aspect, crop_to_aspect
+
+    if "resolution" not in spec:
+        return image
+    try:
+        check_aspect(image.size, spec)
+        return image
+    except ImageError:
+        return crop_to_aspect(image, spec)
+
+
 def score(prediction: str, answer) -> float:
     """1 / 0 for exact match; VQA accuracy, min(1, matches / 3), against a list of reference answers."""
     got = normalize(prediction)
@@ -370,6 +388,7 @@ def evaluate(
     if out.exists() and not out.is_dir():
         raise DataError(f"--out {out} is an existing file: name a folder (results and answers go into it)")
     runs: list[tuple[str, dict, Any]] = []  # (name, identity, answer(image, question, line, analysis) -> result)
+    cropped: set[int] = set()  # lines whose image a fixed-resolution bundle took centre-cropped to its aspect
     reference = None
     generation = {"max_new_tokens": max_new_tokens, "suffix": suffix}
     if bundle:
@@ -379,8 +398,17 @@ def evaluate(
         sel = pipe.manifest["selection"]
         identity = {**_model_identity(model, True, None), "method": sel["method"], "mode": sel["mode"],
                     "keep": sel["keep"], **generation}  # fmt: skip
-        runs.append((f"{sel['method']}@{sel['keep']}", identity,
-                     lambda image, q, n, _: pipe.run(image, q, max_new_tokens)))  # fmt: skip
+        spec = pipe.manifest["preprocess"]
+        if "resolution" in spec:  # a fixed-resolution (Qwen) bundle: another aspect is centre-cropped to its own
+            identity["fit"] = FIT
+
+        def ask(image, q, n, _):
+            fitted = _fitted(image, spec)
+            if fitted is not image:
+                cropped.add(n)
+            return pipe.run(fitted, q, max_new_tokens)
+
+        runs.append((f"{sel['method']}@{sel['keep']}", identity, ask))
     else:
         from adafv import AdaFVConfig
         from adafv.pipeline import Reference
@@ -439,6 +467,8 @@ def evaluate(
         done = {name: {str(it["id"]): logs[name].rows[str(it["id"])] for it in items} for name, _, _ in runs}
     for name, _, _ in runs:
         results["runs"][name] = metrics(items, {k: row["prediction"] for k, row in done[name].items()})
+    if bundle and "fit" in runs[0][1]:
+        results["fit"] = {"rule": FIT, "cropped_images_this_run": len(cropped)}
     full = results["runs"].get("full")
     if full:
         for row in results["runs"].values():

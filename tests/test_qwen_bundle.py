@@ -193,3 +193,25 @@ def test_a_qwen2_vl_bundle_answers_like_its_reference(make_bundle):
         got = pipe.run(image, prompt, max_new_tokens=10)
         want = reference.run(image, prompt, AdaFVConfig(keep=16), max_new_tokens=10)
         assert got["kept_positions"] == want["kept_positions"] and got["tokens"] == want["tokens"]
+
+
+def test_eval_on_a_qwen_bundle_crops_other_aspects_to_its_own(bundle, pipe, tmp_path):
+    """A dataset's images come in every aspect; a fixed-resolution bundle answers each as `adafv run` would for the
+    largest centred crop of its own aspect (the near-fitting image as is), and the results say how many."""
+    from adafv.eval.vqa import evaluate
+    from adafv.runtime.preprocess import crop_to_aspect
+
+    images = {"fits.png": noise(224, 308, 1), "near.png": noise(230, 308, 2), "square.png": noise(300, 300, 3)}
+    for name, image in images.items():
+        image.save(tmp_path / name)
+    data = tmp_path / "q.jsonl"
+    data.write_text("".join(json.dumps({"image": n, "question": PROMPTS[0], "answer": "x"}) + "\n" for n in images))
+    results = evaluate(bundle.path, data, ["adafv"], [16], tmp_path / "out", max_new_tokens=6, suffix="",
+                       progress=False)  # fmt: skip
+    assert results["fit"]["cropped_images_this_run"] == 1
+    rows = [json.loads(line) for line in (tmp_path / "out" / "answers" / "adafv-k16.jsonl").read_text().splitlines()]
+    rows = {row["id"]: row for row in rows[1:]}
+    square = crop_to_aspect(images["square.png"], pipe.manifest["preprocess"])
+    assert square.size != (300, 300)
+    assert rows[3]["kept"] == pipe.run(square, PROMPTS[0], max_new_tokens=6)["kept_positions"]
+    assert rows[2]["kept"] == pipe.run(images["near.png"], PROMPTS[0], max_new_tokens=6)["kept_positions"]
