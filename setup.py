@@ -14,6 +14,7 @@ FOLDERS = {
     "adafv.calib": "calib",
     "adafv.eval": "eval",
     "adafv.serve": "serve",
+    "adafv.ros": "ros",
     "adafv.cli": "cli",
     "adafv.assets": "assets",  # sample images (data)
     "adafv.checkpoints": "checkpoints",  # the shipped toy-world model (data)

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from adafv.errors import CalibrationError
-from adafv.runtime.contract import TOLERANCES
+from adafv.runtime.contract import OUTPUTS, TOLERANCES
 
 MIN_RECALL = TOLERANCES.int8_min_recall
 ANSWER_TOKENS = 8
@@ -43,7 +43,7 @@ def _run(session, feed: dict, name: str):
     from adafv.runtime.errors import EngineError, first_line
 
     try:
-        return session.run(["kept_tokens", "kept_positions"], feed)
+        return session.run(list(OUTPUTS), feed)
     except Exception as e:
         raise EngineError(f"ONNX Runtime failed running {name}: {first_line(e)}") from e
 

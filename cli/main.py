@@ -284,6 +284,23 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def cmd_ros(args) -> int:
+    import importlib.util
+
+    from adafv.errors import ConfigError
+
+    missing = [m for m in ("rclpy", "sensor_msgs", "std_msgs") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ConfigError(f"adafv ros needs ROS 2's {', '.join(missing)}, which this environment lacks: pip install "
+                          "'adafv[ros]' (x86-64 Linux, Python 3.10-3.12), or source a ROS 2 install's setup.bash "
+                          "(on a Jetson: docs/ros.md)")  # fmt: skip
+    if args.bundle:
+        _not_a_bundle(args.bundle)
+    from adafv.ros.node import run
+
+    return run(args.bundle, args.ros_args or [])
+
+
 def cmd_show(args) -> int:
     from adafv.eval.show import show
 
@@ -496,6 +513,12 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--repeats", type=POSITIVE, default=3)
     report.add_argument("--json", action="store_true")
     report.set_defaults(func=cmd_calib)
+
+    ros = sub.add_parser("ros", help="a ROS 2 node: questions about the latest camera frame, answered by a bundle")
+    ros.add_argument("bundle", nargs="?", help="the bundle folder (or --ros-args -p bundle:=FOLDER)")
+    ros.add_argument("--ros-args", nargs=argparse.REMAINDER, default=[], dest="ros_args",
+                     help="ROS arguments, e.g. -p image_topic:=/camera/image_raw -r __ns:=/robot (docs/ros.md)")
+    ros.set_defaults(func=cmd_ros)
 
     srv = sub.add_parser("serve", help="an OpenAI-compatible HTTP server over a bundle (loopback by default)")
     srv.add_argument("bundle")

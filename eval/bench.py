@@ -485,7 +485,10 @@ def markdown(r: dict[str, Any]) -> str:
             *[f"| {k} | {v:.1f} |" for k, v in b["steps_s"].items()],
             "",
         ]
-    lines.append(f"Reproduce: `adafv bench --shapes {c['shapes']} --device {c['device']} --repeats {c['repeats']}`")
+    extra = (f" --precision {c['precision']}" if c.get("precision") else "") + (
+        f" --resolution {c['resolution'][1]}x{c['resolution'][0]}" if c.get("resolution") else "")  # fmt: skip
+    lines.append(f"Reproduce: `adafv bench --shapes {c['shapes']} --device {c['device']} --repeats {c['repeats']}"
+                 f"{extra}`")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

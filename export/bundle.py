@@ -37,7 +37,7 @@ from adafv.config import AdaFVConfig
 from adafv.errors import ConfigError
 from adafv.models import LoadedModel, ModelSpec, fingerprint, load, peek, resolve
 from adafv.runtime import manifest as bundle_format
-from adafv.runtime.contract import TOLERANCES
+from adafv.runtime.contract import OUTPUTS, TOLERANCES
 from adafv.runtime.errors import BundleError
 from adafv.runtime.providers import TARGET_PROVIDERS, TARGETS
 
@@ -668,7 +668,7 @@ def _fp16_parity(path: Path, cases: list[ParityCase]) -> dict:
     session = _session(path)
     overlaps, worst = [], 0.0
     for case in cases:
-        tokens, positions = session.run(["kept_tokens", "kept_positions"], case.feeds)
+        tokens, positions = session.run(list(OUTPUTS), case.feeds)
         want_tokens, want_positions = case.expected
         overlaps.append(overlap(positions, want_positions))
         same = positions == want_positions

@@ -13,7 +13,7 @@ import numpy as np
 
 from adafv.calib.regions import in_selection
 from adafv.config import TOPK_LIMIT as TOPK_K_LIMIT
-from adafv.runtime.contract import TOLERANCES
+from adafv.runtime.contract import OUTPUTS, TOLERANCES
 
 from .errors import BuildError
 from .trt_ops import CONSTANT_INPUTS, DATA_DEPENDENT_SHAPE_OPS, SUPPORTED
@@ -180,7 +180,7 @@ def check_parity(session, cases: list[ParityCase], atol: float = TOLERANCES.toke
         raise ParityError("no parity probe fits this graph (crop range, --max-text): nothing was compared")
     failures, worst = [], 0.0
     for case in cases:
-        tokens, positions = session.run(["kept_tokens", "kept_positions"], case.feeds)
+        tokens, positions = session.run(list(OUTPUTS), case.feeds)
         want_tokens, want_positions = case.expected
         same = np.array_equal(positions, want_positions)
         diff = float(np.abs(tokens - want_tokens).max()) if tokens.size else 0.0

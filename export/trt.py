@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 # the runtime owns the facts a plan is validated against (its consumer); the builder uses the same functions
+from adafv.runtime.contract import OUTPUTS
 from adafv.runtime.trt import TensorRTUnavailable, compute_capability, engine_name, tensorrt_version
 
 from .checks import overlap
@@ -101,7 +102,7 @@ def trt_parity(plan: Path, onnx_session, cases, atol: float) -> dict:
     overlaps, worst = [], 0.0
     for case in cases:
         tokens, positions = runner.run(case.feeds)
-        want_tokens, want_positions = onnx_session.run(["kept_tokens", "kept_positions"], case.feeds)
+        want_tokens, want_positions = onnx_session.run(list(OUTPUTS), case.feeds)
         overlaps.append(overlap(positions, want_positions))
         same = positions == want_positions
         if same.any():

@@ -25,7 +25,7 @@ import numpy as np
 from adafv.answer import Answer
 
 from . import manifest as bundle_format
-from .contract import VisionContract
+from .contract import OUTPUTS, VisionContract
 from .errors import BundleError, EngineError, ImageError, OptionError, PromptError, first_line
 from .llm import Decoder, Sampler, session_dtype
 from .placement import BACKENDS, Placement, decide, with_trt_options
@@ -432,7 +432,7 @@ class _OrtVision:
 
     def run(self, feeds):
         try:
-            tokens, positions = self.session.run(["kept_tokens", "kept_positions"], feeds)
+            tokens, positions = self.session.run(list(OUTPUTS), feeds)
         except Exception as e:
             raise EngineError(f"ONNX Runtime failed running the vision graph: {first_line(e)}") from e
         return tokens, positions

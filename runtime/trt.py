@@ -11,6 +11,7 @@ import ctypes
 import shutil
 import subprocess
 
+from .contract import DTYPES, POSITIONS, TOKENS
 from .errors import RuntimeFailure
 
 
@@ -61,12 +62,10 @@ class PlanRunner:
 
         self._runner = TrtRunner(EngineFromBytes(BytesFromPath(str(path))))
         self._runner.activate()
-        from .contract import DTYPES
-
         self.dtypes = dict(DTYPES)
 
     def run(self, feeds: dict):
         import numpy as np
 
         out = self._runner.infer(feeds)
-        return np.asarray(out["kept_tokens"]), np.asarray(out["kept_positions"])
+        return np.asarray(out[TOKENS]), np.asarray(out[POSITIONS])

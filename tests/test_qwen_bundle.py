@@ -215,3 +215,15 @@ def test_eval_on_a_qwen_bundle_crops_other_aspects_to_its_own(bundle, pipe, tmp_
     assert square.size != (300, 300)
     assert rows[3]["kept"] == pipe.run(square, PROMPTS[0], max_new_tokens=6)["kept_positions"]
     assert rows[2]["kept"] == pipe.run(images["near.png"], PROMPTS[0], max_new_tokens=6)["kept_positions"]
+
+
+def test_int8_keeps_the_qwen_merger_in_fp32(bundle):
+    """The merger's tokens feed the relevance cue directly: like LLaVA's projector it stays FP32 in the INT8 graph
+    (quantised, the real tower's INT8 graph kept 0.86 of the FP32 positions: below the 0.9 gate)."""
+    import onnx
+
+    from adafv.calib.regions import in_projector, int8_excluded
+
+    model = onnx.load(str(bundle.path / "vision.onnx"), load_external_data=False)
+    merger = [n for n in model.graph.node if in_projector(n) and n.op_type in ("MatMul", "Gemm")]
+    assert len(merger) == 2 and {n.name for n in merger} <= set(int8_excluded(model))

@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 PAGES = ["README.md", "docs/models.md", "docs/build.md", "docs/precision.md", "docs/runtime.md", "docs/eval.md",
          "docs/results/toyworld.md", "docs/serving.md", "docs/results/bench.md", "docs/install.md",
-         "docs/gpu-jetson.md", "docs/design.md", "docs/method.md", "docs/bundle.md", "docs/qwen.md"]  # fmt: skip
+         "docs/gpu-jetson.md", "docs/design.md", "docs/method.md", "docs/bundle.md", "docs/qwen.md",
+         "docs/ros.md"]  # fmt: skip
 
 
 def readme_commands() -> list[str]:
