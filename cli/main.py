@@ -294,8 +294,8 @@ def cmd_ros(args) -> int:
         raise ConfigError(f"adafv ros needs ROS 2's {', '.join(missing)}, which this environment lacks: pip install "
                           "'adafv[ros]' (x86-64 Linux, Python 3.10-3.12), or source a ROS 2 install's setup.bash "
                           "(on a Jetson: docs/ros.md)")  # fmt: skip
-    if args.bundle:
-        _not_a_bundle(args.bundle)
+    if args.bundle and not is_bundle(args.bundle):
+        _not_a_bundle(args.bundle)  # a half-built one says so; anything else is the runtime's one-line refusal
     from adafv.ros.node import run
 
     return run(args.bundle, args.ros_args or [])
