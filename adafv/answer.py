@@ -3,7 +3,7 @@ eval's answers and the bench. Both paths write it through `Answer`: the PyTorch 
 the bundle (`adafv.runtime.pipeline`), so their keys cannot drift apart. Torch-free (the runtime imports it).
 
 Keys every answer has, in this order: model, path ("reference" or "bundle"), method, mode, layout, keep, text,
-tokens, kept_positions (crop-major, ascending, distinct), num_kept, num_visual_tokens (before selection),
+tokens, kept_positions (crop-major, ascending), num_kept, num_visual_tokens (before selection),
 num_llm_visual_tokens (what the LLM reads: kept tokens plus any row newlines), num_crops, grid, merged_grid (Qwen
 only), then the path's own facts (the bundle's: bundle, engine, target, providers, stopped, prompt_tokens,
 warmup_ms, host_bytes_per_decode_step, kv_cache_bytes), then timings_ms.
@@ -46,11 +46,8 @@ class Answer:
         """A wrong answer is a bug of ours, not of the user's input: these are assertions with a message."""
         if self.path not in PATHS:
             raise ValueError(f"path must be one of {PATHS}, got {self.path!r}")
-        kept = self.kept_positions
-        if any(b <= a for a, b in zip(kept, kept[1:])):
-            raise ValueError("kept_positions must be ascending and distinct")
-        if kept and not 0 <= kept[0] <= kept[-1] < self.num_visual_tokens:
-            raise ValueError(f"kept_positions must lie in [0, {self.num_visual_tokens})")
+        if self.kept_positions and max(self.kept_positions) >= self.num_visual_tokens:
+            raise ValueError(f"kept_positions must lie below {self.num_visual_tokens}")  # paper mode may pad with -1
         wanted = BUNDLE_FACTS if self.path == "bundle" else ()
         if sorted(self.facts) != sorted(wanted):
             raise ValueError(f"a {self.path} answer's facts are {list(wanted)}, got {sorted(self.facts)}")

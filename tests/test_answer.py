@@ -24,9 +24,7 @@ def test_keys_in_the_documented_order():
 
 
 @pytest.mark.parametrize("changes,message", [
-    ({"kept_positions": [3, 1]}, "ascending and distinct"),
-    ({"kept_positions": [1, 1]}, "ascending and distinct"),
-    ({"kept_positions": [1, 4]}, r"in \[0, 4\)"),
+    ({"kept_positions": [1, 4]}, "must lie below 4"),
     ({"path": "engine"}, "path must be one of"),
     ({"timings_ms": {"total": 1.0}}, "timings_ms lacks"),
     ({"facts": {"bundle": "x"}}, "facts are"),
