@@ -30,6 +30,7 @@ setup(
     package_data={
         "adafv": ["py.typed"],
         "adafv.assets": ["*.jpg", "*.png", "README.md"],
+        "adafv.ros": ["*.xml"],
         "adafv.checkpoints": ["*/*"],
         "adafv.calib": ["data/*.jsonl", "data/*.md", "data/images/*"],
     },

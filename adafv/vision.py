@@ -116,7 +116,7 @@ def rows_layout(ordered: torch.Tensor, kept: torch.Tensor, newline: torch.Tensor
 
 class SelectTokens(nn.Module):
     """One image, fixed keep: (tokens (N, P, D), saliency (N, P), text_embeds (T, D), text_mask (T,), grid_cols)
-    -> kept_tokens (keep, D), kept_positions (keep,) in reading order.
+    -> kept_tokens (keep, D), kept_order (keep,): their positions in reading order.
 
     Traceable with a dynamic crop count; methods adafv (exact or paper), fastervlm and text. In paper mode the last
     keep - V rows are padding: position -1 and a zero token.
@@ -151,7 +151,8 @@ class SelectTokens(nn.Module):
 
 class ZipTokens(nn.Module):
     """VisionZip for one image, fixed keep: (hidden (N, P, C), saliency (N, P), keys (N, P, E), grid_cols)
-    -> merged features (keep, C) for the projector, kept_positions (keep,) in reading order, contextual (keep,) bool.
+    -> merged features (keep, C) for the projector, kept_order (keep,) (positions in reading order), contextual
+    (keep,) bool.
 
     Its own module so precision tools keep its math (similarities, the merge) in float32; the projector runs after
     it, on the keep merged features only (as VisionZip does). A contextual token's position is its target's.

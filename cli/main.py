@@ -289,6 +289,12 @@ def cmd_ros(args) -> int:
 
     from adafv.errors import ConfigError
 
+    if args.fastdds_profile:
+        from adafv.ros import FASTDDS_PROFILE
+
+        print(FASTDDS_PROFILE)
+        return 0
+
     missing = [m for m in ("rclpy", "sensor_msgs", "std_msgs") if importlib.util.find_spec(m) is None]
     if missing:
         raise ConfigError(f"adafv ros needs ROS 2's {', '.join(missing)}, which this environment lacks: pip install "
@@ -518,6 +524,9 @@ def build_parser() -> argparse.ArgumentParser:
     ros.add_argument("bundle", nargs="?", help="the bundle folder (or --ros-args -p bundle:=FOLDER)")
     ros.add_argument("--ros-args", nargs=argparse.REMAINDER, default=[], dest="ros_args",
                      help="ROS arguments, e.g. -p image_topic:=/camera/image_raw -r __ns:=/robot (docs/ros.md)")
+    ros.add_argument("--fastdds-profile", action="store_true",
+                     help="print the path of the Fast DDS profile a camera process needs for frames over 512 KB "
+                          "(FASTDDS_DEFAULT_PROFILES_FILE; docs/ros.md) and exit")  # fmt: skip
     ros.set_defaults(func=cmd_ros)
 
     srv = sub.add_parser("serve", help="an OpenAI-compatible HTTP server over a bundle (loopback by default)")

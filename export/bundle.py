@@ -600,7 +600,7 @@ def manifest_of(ctx: BuildContext) -> dict:
                 else "single crop: no grid input"
             ),
             "reading_order": (
-                "raster on the merged grid; kept_positions = row * cols + col" if fixed
+                "raster on the merged grid; kept_order = row * cols + col" if fixed
                 else "base view raster, then the high-resolution crops stitched into one grid, raster"
             ),
             **({"merged_grid": list(merged)} if fixed else {}),

@@ -162,7 +162,7 @@ def polygraphy_lint(path: Path) -> tuple[bool, str]:
 class ParityCase:
     name: str
     feeds: dict[str, np.ndarray]
-    expected: tuple[np.ndarray, np.ndarray]  # kept_tokens, kept_positions from PyTorch
+    expected: tuple[np.ndarray, np.ndarray]  # kept_tokens, kept_order from PyTorch
 
 
 def overlap(got: np.ndarray, want: np.ndarray) -> float:
@@ -187,7 +187,7 @@ def check_parity(session, cases: list[ParityCase], atol: float = TOLERANCES.toke
         worst = max(worst, diff)
         if not same or diff > atol:
             verdict = "identical" if same else f"differ ({overlap(positions, want_positions):.0%} shared)"
-            failures.append(f"{case.name}: kept_positions {verdict}; kept_tokens max |diff| {diff:.3g} (atol {atol:g})")
+            failures.append(f"{case.name}: kept_order {verdict}; kept_tokens max |diff| {diff:.3g} (atol {atol:g})")
     if failures:
         raise ParityError("ONNX Runtime does not reproduce PyTorch:\n  " + "\n  ".join(failures))
     return {

@@ -8,7 +8,7 @@ Inputs:  pixel_values (crops, 3, H, W) uint8     crops dynamic in [min_crops, ma
          text_embeds  (text, D) float32          the LLM input embeddings of the text after the image, text dynamic
          image_grid   (2,) int64                 [rows, cols] of high-resolution crops (anyres models only)
 Outputs: kept_tokens    (keep, D) float32        in the LLM's reading order
-         kept_positions (keep,) int64            crop-major positions, in the same order (-1 = padding, paper mode);
+         kept_order (keep,) int64                crop-major positions, in the same order (-1 = padding, paper mode);
                                                  Qwen: raster indices on the merged grid (row * cols + col)
 """
 
@@ -55,7 +55,7 @@ class PixelTable(nn.Module):
 
 
 class VisionGraph(nn.Module):
-    """pixel_values (uint8), text_embeds[, image_grid] -> kept_tokens (keep, D), kept_positions (keep,)."""
+    """pixel_values (uint8), text_embeds[, image_grid] -> kept_tokens (keep, D), kept_order (keep,)."""
 
     def __init__(self, visual: VisualTokens, config: AdaFVConfig, anyres: bool, pixel_table: np.ndarray):
         super().__init__()

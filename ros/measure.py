@@ -1,6 +1,8 @@
 """`python -m adafv.ros.measure BUNDLE`: the node's overhead over the runtime, measured side by side in one run.
 
-Starts `adafv ros BUNDLE` in its own process on a loopback-only DDS domain, publishes a camera frame (rgb8) and
+Starts `adafv ros BUNDLE` in its own process on a loopback-only DDS domain, publishes a camera frame (rgb8, this
+process being the camera: with adafv's Fast DDS profile for large frames unless FASTDDS_DEFAULT_PROFILES_FILE is
+set, as docs/ros.md says a camera over 512 KB a frame needs) and
 asks the same question `--repeats` times, timing each from publishing the question to the result arriving; then
 answers the same frame and question in this process with the runtime (`Pipeline.run`, what `adafv run BUNDLE`
 does once its bundle is loaded). Prints one JSON object (medians in milliseconds) and checks the answers agree.
@@ -29,6 +31,7 @@ def measure(bundle: str, image: str, prompt: str, repeats: int, max_new_tokens: 
     from sensor_msgs.msg import Image as ImageMsg
     from std_msgs.msg import String
 
+    from adafv.ros import FASTDDS_PROFILE
     from adafv.runtime import Pipeline, load_image
 
     os.environ["ROS_DOMAIN_ID"] = str(random.randint(1, 100))
@@ -37,6 +40,7 @@ def measure(bundle: str, image: str, prompt: str, repeats: int, max_new_tokens: 
     proc = subprocess.Popen([sys.executable, "-m", "adafv.cli.main", "ros", bundle, "--ros-args", "-p",
                              f"max_new_tokens:={max_new_tokens}", "-p", "max_frame_age:=0.0"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(FASTDDS_PROFILE))  # the camera's side only
     rclpy.init()
     node = rclpy.create_node("adafv_measure")
     frames = node.create_publisher(ImageMsg, "image", qos_profile_sensor_data)
@@ -57,7 +61,7 @@ def measure(bundle: str, image: str, prompt: str, repeats: int, max_new_tokens: 
         time.sleep(1.0)
         msg = ImageMsg(height=rgb.shape[0], width=rgb.shape[1], encoding="rgb8", step=rgb.shape[1] * 3,
                        data=rgb.tobytes())  # fmt: skip
-        for _ in range(5):  # best-effort QoS: a few copies, the node keeps the latest
+        for _ in range(3):  # best-effort QoS: a few copies, the node keeps the latest
             frames.publish(msg)
             time.sleep(0.1)
         time.sleep(0.5)
@@ -95,8 +99,8 @@ def measure(bundle: str, image: str, prompt: str, repeats: int, max_new_tokens: 
     return {"bundle": bundle, "image": image, "size": [rgb.shape[1], rgb.shape[0]], "prompt": prompt,
             "repeats": repeats, "max_new_tokens": max_new_tokens, "tokens": len(answers[-1]["tokens"]),
             "ros_publish_to_answer_ms": round(ros, 1), "runtime_run_ms": round(runtime, 1),
-            "overhead_ms": round(ros - runtime, 1), "node_reported_latency_ms": statistics.median(
-                r["latency_ms"] for r in results), "same_tokens": same}  # fmt: skip
+            "overhead_ms": round(ros - runtime, 1), "node_reported_latency_ms": round(statistics.median(
+                r["latency_ms"] for r in results), 1), "same_tokens": same}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,7 @@
 """`adafv ros BUNDLE`: a ROS 2 node that answers questions about the latest camera frame with a bundle.
 
-    image_topic (sensor_msgs/Image, or .../compressed sensor_msgs/CompressedImage)  sensor-data QoS, latest wins
+    image_topic (sensor_msgs/Image, or .../compressed sensor_msgs/CompressedImage)  sensor-data QoS (or reliable),
+                                                                                    latest wins
     question_topic (std_msgs/String)  ->  answer_topic (std_msgs/String)            the final text
                                           partial_topic (std_msgs/String)           the text so far, per token
                                           result_topic (std_msgs/String, JSON)      the answer with its frame's
@@ -36,6 +37,9 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "image_topic": ("image", "the camera topic (remap a driver's, e.g. image:=/camera/color/image_raw)"),
     "image_transport": ("raw", "raw: sensor_msgs/Image on image_topic; compressed: sensor_msgs/CompressedImage on "
                                "image_topic/compressed (image_transport's name)"),  # fmt: skip
+    "image_reliability": ("best_effort", "the image subscription's QoS reliability: best_effort (sensor-data QoS, "
+                                         "matches any camera) or reliable (only a reliable camera's frames; fragments "
+                                         "are resent)"),  # fmt: skip
     "question_topic": ("question", "std_msgs/String questions"),
     "answer_topic": ("answer", "std_msgs/String answers (errors start with 'error: ')"),
     "partial_topic": ("answer/partial", "std_msgs/String: the answer's text so far, as tokens stream"),
@@ -58,7 +62,7 @@ def make_node(pipe, bundle: str, overrides: dict[str, Any] | None = None):
     """The node over a loaded runtime Pipeline (rclpy initialised by the caller)."""
     from rcl_interfaces.msg import ParameterDescriptor
     from rclpy.node import Node
-    from rclpy.qos import QoSProfile, qos_profile_sensor_data
+    from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
     from sensor_msgs.msg import CompressedImage
     from sensor_msgs.msg import Image as ImageMsg
     from std_msgs.msg import String
@@ -72,6 +76,8 @@ def make_node(pipe, bundle: str, overrides: dict[str, Any] | None = None):
             p = {name: self.get_parameter(name).value for name in PARAMETERS}
             if p["image_transport"] not in ("raw", "compressed"):
                 raise ConfigError(f"image_transport must be raw or compressed, got {p['image_transport']!r}")
+            if p["image_reliability"] not in ("best_effort", "reliable"):
+                raise ConfigError(f"image_reliability must be best_effort or reliable, got {p['image_reliability']!r}")
             if p["queue_depth"] < 1 or p["max_new_tokens"] < 1:
                 raise ConfigError("the parameters queue_depth and max_new_tokens must be >= 1")
             self.p = p
@@ -85,12 +91,14 @@ def make_node(pipe, bundle: str, overrides: dict[str, Any] | None = None):
             self.answers = self.create_publisher(String, p["answer_topic"], reliable)
             self.partials = self.create_publisher(String, p["partial_topic"], reliable)
             self.results = self.create_publisher(String, p["result_topic"], reliable)
+            frames_qos = qos_profile_sensor_data if p["image_reliability"] == "best_effort" else \
+                QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)  # fmt: skip
             if p["image_transport"] == "compressed":
                 topic = p["image_topic"].rstrip("/") + "/compressed"
-                self.create_subscription(CompressedImage, topic, self.on_compressed, qos_profile_sensor_data)
+                self.create_subscription(CompressedImage, topic, self.on_compressed, frames_qos)
             else:
                 topic = p["image_topic"]
-                self.create_subscription(ImageMsg, topic, self.on_image, qos_profile_sensor_data)
+                self.create_subscription(ImageMsg, topic, self.on_image, frames_qos)
             self.image_topic = self.resolve_topic_name(topic)
             self.create_subscription(String, p["question_topic"], self.on_question, reliable)
             self.worker = threading.Thread(target=self.work, name="adafv-answer", daemon=True)

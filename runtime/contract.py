@@ -8,8 +8,10 @@ the graph and the manifest from it, the runtime, the TensorRT runner, calibratio
              text_embeds   (text, D)        float32   text dynamic in 1..max_text (the tokens after the image)
              image_grid    (2,)             int64     [rows, cols] of high-resolution crops; anyres graphs only
     outputs  kept_tokens    (keep, D)       float32   in the LLM's reading order (paper mode pads with zeros)
-             kept_positions (keep,)         int64     each kept token's position n*P + p, -1 for padding (Qwen:
-                                                      the raster index row * cols + col on the merged grid)
+             kept_order     (keep,)         int64     each kept token's position n*P + p in the same reading order,
+                                                      -1 for padding (Qwen: the raster index row * cols + col on
+                                                      the merged grid). Not an answer's `kept_positions`: that is
+                                                      the same set, ascending, without padding
 """
 
 from __future__ import annotations
@@ -23,9 +25,9 @@ import numpy as np
 from .errors import BundleError
 
 PIXELS, TEXT, GRID = "pixel_values", "text_embeds", "image_grid"
-TOKENS, POSITIONS = "kept_tokens", "kept_positions"
-OUTPUTS = (TOKENS, POSITIONS)
-DTYPES = {PIXELS: np.uint8, TEXT: np.float32, GRID: np.int64, TOKENS: np.float32, POSITIONS: np.int64}
+TOKENS, ORDER = "kept_tokens", "kept_order"
+OUTPUTS = (TOKENS, ORDER)
+DTYPES = {PIXELS: np.uint8, TEXT: np.float32, GRID: np.int64, TOKENS: np.float32, ORDER: np.int64}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,7 +90,7 @@ class VisionContract:
     def outputs(self) -> dict[str, dict[str, Any]]:
         """The manifest's `vision.outputs`: static shapes."""
         return {TOKENS: {"shape": [self.keep, self.hidden_size], "dtype": "float32"},
-                POSITIONS: {"shape": [self.keep], "dtype": "int64"}}  # fmt: skip
+                ORDER: {"shape": [self.keep], "dtype": "int64"}}  # fmt: skip
 
     def feeds(self, pixels: np.ndarray, text_embeds: np.ndarray, grid: tuple[int, int],
               text_dtype=np.float32) -> dict[str, np.ndarray]:  # fmt: skip
@@ -106,7 +108,7 @@ class VisionContract:
         outputs = {o.name: o.shape for o in session.get_outputs()}
         inputs = {i.name: (i.shape, i.type) for i in session.get_inputs()}
         problems = []
-        if outputs.get(TOKENS) != [self.keep, self.hidden_size] or outputs.get(POSITIONS) != [self.keep]:
+        if outputs.get(TOKENS) != [self.keep, self.hidden_size] or outputs.get(ORDER) != [self.keep]:
             problems.append(f"its outputs are {outputs}, the manifest says keep={self.keep} and D={self.hidden_size}")
         pixels = inputs.get(PIXELS)
         side = list(self.image_hw)

@@ -11,7 +11,8 @@ from typing import Any
 from .errors import BundleError
 
 FORMAT = "adafv-bundle"
-FORMAT_VERSION = 3  # 2: uint8 pixels, a build target, a pruned LM head; 3: the layout (rows + image_newline)
+FORMAT_VERSION = 4  # 2: uint8 pixels, a build target, a pruned LM head; 3: the layout (rows + image_newline);
+# 4: the graph's second output is kept_order (reading order), named apart from the answers' ascending kept_positions
 MANIFEST = "manifest.json"
 DIGEST = "manifest_sha256"  # covers every other field: an edited manifest is refused, not trusted
 # nested fields the runtime reads, with their types: a manifest without one is refused with its name

@@ -11,7 +11,7 @@ import ctypes
 import shutil
 import subprocess
 
-from .contract import DTYPES, POSITIONS, TOKENS
+from .contract import DTYPES, ORDER, TOKENS
 from .errors import RuntimeFailure
 
 
@@ -54,7 +54,7 @@ def engine_name(trt_version: str, sm: str) -> str:
 
 
 class PlanRunner:
-    """Runs a serialized TensorRT engine: feeds name -> numpy, returns kept_tokens, kept_positions."""
+    """Runs a serialized TensorRT engine: feeds name -> numpy, returns kept_tokens, kept_order."""
 
     def __init__(self, path):
         from polygraphy.backend.common import BytesFromPath
@@ -68,4 +68,4 @@ class PlanRunner:
         import numpy as np
 
         out = self._runner.infer(feeds)
-        return np.asarray(out[TOKENS]), np.asarray(out[POSITIONS])
+        return np.asarray(out[TOKENS]), np.asarray(out[ORDER])

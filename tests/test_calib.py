@@ -14,6 +14,7 @@ from adafv.calib.data import feeds, items, shipped
 from adafv.export.bundle import EngineConfig, build
 from adafv.export.checks import trt_lint
 from adafv.runtime import Pipeline
+from adafv.runtime.contract import ORDER
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +84,7 @@ def test_the_held_out_half_keeps_the_fp32_tokens(int8_bundle):
     recalls = []
     covered = items(None, "heldout")[: c["images"]]  # the build's report covers what fits its time budget, >= 4
     for feed in feeds(pipe, covered):
-        p32, p8 = (set(s.run(["kept_positions"], feed)[0].tolist()) for s in sessions)
+        p32, p8 = (set(s.run([ORDER], feed)[0].tolist()) for s in sessions)
         recalls.append(len(p32 & p8) / len(p32))
     assert c["precision"] == "int8" and 4 <= c["images"] == len(recalls) and c["heldout"] == len(items(None, "heldout"))
     assert c["mean"]["recall"] == pytest.approx(sum(recalls) / len(recalls), abs=1e-9)

@@ -71,7 +71,7 @@ def test_graph_shapes_are_dynamic_in_crops_and_text_and_static_out(next_bundle):
     dims = {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in model.graph.input}
     assert dims["pixel_values"][0] == "crops" and dims["text_embeds"][0] == "text" and dims["image_grid"] == [2]
     out = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in model.graph.output}
-    assert out == {"kept_tokens": [64, 64], "kept_positions": [64]}
+    assert out == {"kept_tokens": [64, 64], "kept_order": [64]}
 
 
 def _graph_inputs(reference, image, prompt, anyres, spec):
@@ -284,7 +284,7 @@ def test_parity_error_lists_each_difference():
             return np.zeros((4, 2), np.float32), np.array([0, 1, 2, 5])
 
     case = ParityCase("probe", {}, (np.full((4, 2), 0.5, np.float32), np.array([0, 1, 2, 3])))
-    with pytest.raises(ParityError, match=r"probe: kept_positions differ \(75% shared\); kept_tokens max \|diff\| 0.5"):
+    with pytest.raises(ParityError, match=r"probe: kept_order differ \(75% shared\); kept_tokens max \|diff\| 0.5"):
         check_parity(Fake(), [case])
 
 
