@@ -1,14 +1,15 @@
 """Which nodes of a vision graph stay float32 in a reduced-precision build, by where they were traced from (the
 exporter records each node's module in its metadata): the pixel table (uint8 -> the processor's float values), the
-selection (saliency row, relevance, the method), every LayerNorm, and for INT8 also every Softmax and the projector
-(LLaVA's MultiModalProjector, Qwen's PatchMerger), whose tokens feed the relevance cue directly (quantising it moved
-kept positions most). The FP16 and INT8 builds
-and the TensorRT lint all read this one list.
+selection (saliency: LLaVA's [CLS] row, Qwen's global attention block; relevance; the method), every LayerNorm,
+and for INT8 also every Softmax and the projector (LLaVA's MultiModalProjector, Qwen's PatchMerger), whose tokens
+feed the relevance cue directly (quantising it moved kept positions most). The FP16 and INT8 builds and the
+TensorRT lint all read this one list.
 """
 
 from __future__ import annotations
 
-SELECTION_MODULES = ("adafv.saliency.ClsSaliency", "adafv.vision.SelectTokens", "adafv.vision.ZipTokens")
+SELECTION_MODULES = ("adafv.saliency.ClsSaliency", "adafv.vision.SelectTokens", "adafv.vision.ZipTokens",
+                     "GlobalAttention")  # the last: Qwen's saliency block attention (adafv/archs/qwen.py)
 PROJECTOR_MODULES = ("MultiModalProjector", "PatchMerger")  # LLaVA's; Qwen2.5-VL's and Qwen2-VL's merger
 
 

@@ -421,7 +421,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--temperature", type=TEMPERATURE, default=0.0, help="bundles: 0 = greedy")
     run.add_argument("--top-p", type=TOP_P, default=1.0, help="bundles: nucleus sampling mass")
     run.add_argument(
-        "--engine", default="auto", choices=["auto", "onnxruntime", "tensorrt"], help="bundles: vision engine"
+        "--engine", default="auto", choices=["auto", "onnxruntime", "tensorrt"], help="bundles: the vision graph's "
+        "backend"
     )
     run.add_argument(
         "--warmup",
@@ -433,8 +434,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     engine = sub.add_parser("engine", help="build a bundle: ONNX vision graph (+ TensorRT engine) and int4 LLM")
     engine.add_argument("model", help="registered name or checkpoint directory")
-    engine.add_argument("--keep", type=POSITIVE, required=True, help="visual tokens the engine keeps (fixed)")
-    engine.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"], help="vision engine")
+    engine.add_argument("--keep", type=POSITIVE, required=True, help="visual tokens the bundle keeps (fixed)")
+    engine.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"], help="the vision graph's")
     engine.add_argument("--llm-precision", default="int4", choices=["int4", "fp32"])
     engine.add_argument("--method", default="adafv", choices=list(GRAPH_METHODS))
     engine.add_argument("--mode", default="exact", choices=list(MODES))

@@ -227,3 +227,21 @@ def test_int8_keeps_the_qwen_merger_in_fp32(bundle):
     model = onnx.load(str(bundle.path / "vision.onnx"), load_external_data=False)
     merger = [n for n in model.graph.node if in_projector(n) and n.op_type in ("MatMul", "Gemm")]
     assert len(merger) == 2 and {n.name for n in merger} <= set(int8_excluded(model))
+
+
+def test_the_saliency_blocks_attention_stays_fp32_in_every_reduced_graph(bundle):
+    """Global attention is the selection's saliency: its QK^T, softmax and PV (the query blocks of the last
+    full-attention block) are selection math, FP32 in the FP16 and INT8 graphs (quantised, they moved kept cells
+    at real shapes)."""
+    import onnx
+
+    from adafv.calib.regions import fp32_nodes, in_selection
+
+    model = onnx.load(str(bundle.path / "vision.onnx"), load_external_data=False)
+    attention = [n for n in model.graph.node if in_selection(n) and n.op_type in ("MatMul", "Softmax")]
+    # one query block at the twin's size: QK^T, its softmax, PV; plus the relevance's similarity MatMul
+    assert sum(n.op_type == "Softmax" for n in attention) >= 1
+    assert sum(n.op_type == "MatMul" for n in attention) >= 3
+    tower = [n for n in model.graph.node if n.op_type == "MatMul" and not in_selection(n)]
+    assert tower and {n.name for n in attention} <= set(fp32_nodes(model))
+    assert not {n.name for n in tower} & set(fp32_nodes(model))  # the other blocks' attention is not

@@ -154,6 +154,27 @@ def _torch_modules():
             lead = grouped.shape[:-1]
             return self.merger(grouped.reshape(-1, self.width)).reshape(*lead, -1)
 
+    class GlobalAttention(nn.Module):
+        """The saliency block's attention over all N patches: q, k, v (H, N, E) -> its output (H, N, E) and the
+        attention each patch receives, mean over heads and queries (N,). In float32 and in query blocks whose
+        probabilities give both the output and the column sums (memory bounded by QUERY_BLOCK_ELEMENTS, nothing
+        computed twice). Its own module so reduced-precision builds keep it in float32 with the rest of the
+        selection (calib/regions.py)."""
+
+        def forward(self, q, k, v):
+            H, N, E = q.shape
+            block = max(1, QUERY_BLOCK_ELEMENTS // (H * N))
+            scale = E**-0.5
+            kf, vf = k.float(), v.float()
+            received = torch.zeros(N, dtype=torch.float32)
+            outs = []
+            for start in range(0, N, block):
+                qb = q[:, start : start + block].float()  # (H, b, E)
+                probs = torch.softmax((qb @ kf.transpose(1, 2)) * scale, dim=-1)  # (H, b, N) float32
+                received = received + probs.sum(dim=(0, 1))  # (N,)
+                outs.append((probs @ vf).to(v.dtype))  # (H, b, E)
+            return torch.cat(outs, dim=1), received / (H * N)  # (H, N, E), (N,)
+
     class QwenVisualTokens(nn.Module):
         """patches (rows*cols, 3*2*14*14) of one image, its patch grid -> merged tokens (1, P, D) and their global
         attention saliency (1, P), raster order on the merged grid. Composes the HF tower's modules (shared)."""
@@ -172,6 +193,7 @@ def _torch_modules():
             self.heads = cfg.num_heads
             self.width = width
             self.projector = Merger(visual.merger, self.width)
+            self.global_attention = GlobalAttention()
 
         def layout(self, grid: tuple[int, int]):
             """Static index structures of a (rows, cols) patch grid: computed in numpy, constants in a graph."""
@@ -227,19 +249,7 @@ def _torch_modules():
                 out = torch.cat(outs)[torch.from_numpy(inverse)]  # (N, H, E) back in window order
                 return attn.proj(out.reshape(N, -1)), None
             q, k, v = (t.transpose(0, 1) for t in (q, k, v))  # (H, N, E)
-            # the saliency block (full attention): probabilities in query blocks, used for the output and summed
-            block = max(1, QUERY_BLOCK_ELEMENTS // (self.heads * N))
-            scale = q.shape[-1] ** -0.5
-            kf, vf = k.float(), v.float()
-            received = torch.zeros(N, dtype=torch.float32)
-            outs = []
-            for start in range(0, N, block):
-                qb = q[:, start : start + block].float()  # (H, b, E)
-                probs = torch.softmax((qb @ kf.transpose(1, 2)) * scale, dim=-1)  # (H, b, N) float32
-                received = received + probs.sum(dim=(0, 1))  # (N,)
-                outs.append((probs @ vf).to(v.dtype))  # (H, b, E)
-            out = torch.cat(outs, dim=1)  # (H, N, E)
-            saliency = received / (self.heads * N)  # mean over heads and queries, (N,) window order
+            out, saliency = self.global_attention(q, k, v)  # (H, N, E), (N,) window order
             keys = k.mean(0)  # (N, E)
             return attn.proj(out.transpose(0, 1).reshape(N, -1)), (saliency, keys)
 
