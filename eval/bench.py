@@ -38,6 +38,7 @@ import numpy as np
 
 PROMPT = "What is in the picture?"
 SIZES = [(672, 672), (1280, 720), (1920, 1080)]  # (width, height) of the preprocessing inputs
+CAMERA_FRAMES = [(640, 480), (1280, 720), (1920, 1080)]  # a Qwen bundle's camera row: the first of its aspect
 CHECKS = ("lint", "polygraphy", "prepare parity", "parity", "verify", "report")  # build steps that prove, not make
 KEEPS = {"tiny": (16, 64, 144), "llava-next-1b": (64, 144, 288, 720), "llava-next-7b": (64, 144, 288, 720),
          "tiny-qwen": (16, 32, 64), "qwen2.5-vl-0.5b": (64, 128, 256), "qwen2.5-vl-3b": (64, 128, 256),
@@ -186,14 +187,24 @@ def run(config: BenchConfig, out_dir: Path, progress: bool = True) -> dict[str, 
     # -- preprocessing --------------------------------------------------------------------------------------------
     from PIL import Image
 
-    from adafv.runtime.preprocess import crop_to_aspect, normalize, patchify, preprocess
+    from adafv.errors import ImageError
+    from adafv.runtime.preprocess import check_aspect, crop_to_aspect, normalize, patchify, preprocess
 
     spec = pipe.manifest["preprocess"]
     rng = np.random.default_rng(0)
     rows = []
-    if qwen:  # a fixed-resolution bundle: its own size, a VGA frame, and twice the size, all of its aspect
+    if qwen:  # a fixed-resolution bundle: its own size, a camera frame, and twice the size, all of its aspect
         height, width = spec["resolution"]["height"], spec["resolution"]["width"]
-        sizes = [(width, height), (640, 480), (2 * width, 2 * height)]
+
+        def fits(size: tuple[int, int]) -> bool:
+            try:
+                check_aspect(size, spec)
+            except ImageError:
+                return False
+            return True
+
+        camera = [s for s in CAMERA_FRAMES if fits(s)][:1]  # VGA for 644x476, 720p for 1288x728
+        sizes = [(width, height), *camera, (2 * width, 2 * height)]
     else:
         sizes = SIZES
     for w, h in sizes:

@@ -178,6 +178,19 @@ def test_bench_runs_qwen_shapes(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
+def test_bench_at_a_wide_resolution_times_a_camera_frame_of_its_aspect(tmp_path, monkeypatch):
+    """A 16:9 bundle cannot take a VGA frame: its camera row is 1280x720 (the 720p run once stopped at VGA)."""
+    from adafv.cli.main import main
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert main(["bench", "--shapes", "tiny-qwen", "--resolution", "392x224", "--repeats", "1", "--out",
+                 str(tmp_path / "out"), "--quiet"]) == 0  # fmt: skip
+    r = json.loads((tmp_path / "out" / "bench.json").read_text())
+    assert [row["size"] for row in r["preprocess"]] == ["392x224", "1280x720", "784x448"]
+    assert r["adafv"]["ttft_ms"] > 0
+
+
+@pytest.mark.slow
 def test_a_qwen2_vl_bundle_answers_like_its_reference(make_bundle):
     """Qwen2-VL through the build: its decoder comes from genai's Qwen2.5-VL builder (the same text decoder), and the
     fp32 bundle answers token for token like the reference with the same kept cells."""
