@@ -23,6 +23,7 @@ stacked by stage, with the transformers line; needs matplotlib). Speed claims in
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import platform
 import shutil
@@ -261,6 +262,8 @@ def run(config: BenchConfig, out_dir: Path, progress: bool = True) -> dict[str, 
     }
     if "calibration" in pipe.manifest:
         report["vision"]["calibration"] = pipe.manifest["calibration"]["mean"]
+    fp32 = tower = feeds = None  # two more sessions of the tower, each with its arena: gigabytes at 720p (OOM at 24 GB)
+    gc.collect()
     say("vision measured")
 
     # -- prefill at every keep, and at all tokens ------------------------------------------------------------------
@@ -312,6 +315,8 @@ def run(config: BenchConfig, out_dir: Path, progress: bool = True) -> dict[str, 
     # -- transformers with all tokens --------------------------------------------------------------------------------
     # a Qwen bundle's resolution is fixed: transformers gets the photo at that size (its processor keeps it)
     at_size = Image.fromarray(pixels[0].transpose(1, 2, 0)) if qwen else photo
+    pipe = decoder = runs = last = None  # the bundle's sessions: PyTorch's model runs alone
+    gc.collect()
     report["transformers"] = _transformers(loaded, at_size, config, samples)
     say(f"transformers: {report['transformers']['ttft_ms']:.0f} ms to the first token")
     report["seconds"] = round(time.perf_counter() - started, 1)
