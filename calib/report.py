@@ -73,6 +73,7 @@ def compare(pipe, reduced: Path, reference: Path, chosen, repeats: int = 1, answ
 
     from .data import MIN_ITEMS, prepared
 
+    began = time.perf_counter()  # the budget counts everything the report does: feeds, sessions, the decoder
     min_items = MIN_ITEMS if min_items is None else min_items
     used, skipped = prepared(pipe, list(chosen))
     if len(used) < min_items:
@@ -84,11 +85,10 @@ def compare(pipe, reduced: Path, reference: Path, chosen, repeats: int = 1, answ
     decoder = pipe.decoder if answers else None
     eos = set(pipe.manifest["tokenizer"]["eos_token_ids"])
     rows = []
-    began = time.perf_counter()
     for n, (item, feed) in enumerate(used):
         spent = time.perf_counter() - began
-        if budget_s is not None and n >= min_items and spent + spent / n > budget_s:
-            break  # the next item would not fit the budget
+        if budget_s is not None and n >= max(min_items, 1) and spent + spent / n > budget_s:
+            break  # the next item would not fit the budget (each so far cost spent / n, the set-up included)
         clock = 1 <= n <= timed  # the first item's run warms each session (allocations); the next `timed` are timed
         (t32, p32), ms32 = _clocked(hi, feed, repeats if clock else 1, reference.name)
         (tlo, plo), mslo = _clocked(lo, feed, repeats if clock else 1, reduced.name)

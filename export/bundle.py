@@ -642,7 +642,7 @@ def write_manifest(ctx: BuildContext) -> None:
     bundle_format.write_manifest(ctx.root, ctx.manifest)
 
 
-REPORT_SHARE = 0.15  # of the build's time, at most, for the precision report (it covers what fits, >= 4 items)
+REPORT_SHARE = 0.15  # of the build's time, at most, for the precision report (it covers what fits, >= MIN_ITEMS items)
 
 
 def _session(path: Path):

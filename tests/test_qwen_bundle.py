@@ -258,3 +258,10 @@ def test_the_saliency_blocks_attention_stays_fp32_in_every_reduced_graph(bundle)
     tower = [n for n in model.graph.node if n.op_type == "MatMul" and not in_selection(n)]
     assert tower and {n.name for n in attention} <= set(fp32_nodes(model))
     assert not {n.name for n in tower} & set(fp32_nodes(model))  # the other blocks' attention is not
+    # the saliency's inputs too: the saliency block's qkv projection (a (3C, C) weight, a Gemm) is in the
+    # selection, as LLaVA's ClsSaliency holds q_proj and k_proj; every other block's qkv is not
+    shapes = {t.name: sorted(t.dims) for t in model.graph.initializer}
+    qkv = [n for n in model.graph.node if n.op_type in ("MatMul", "Gemm")
+           and any(len(d := shapes.get(i, [])) == 2 and d[1] == 3 * d[0] for i in n.input)]  # fmt: skip
+    assert len(qkv) == bundle.manifest["vision"]["tower"]["layers"] >= 2
+    assert sum(in_selection(n) for n in qkv) == 1

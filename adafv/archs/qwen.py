@@ -155,13 +155,22 @@ def _torch_modules():
             return self.merger(grouped.reshape(-1, self.width)).reshape(*lead, -1)
 
     class GlobalAttention(nn.Module):
-        """The saliency block's attention over all N patches: q, k, v (H, N, E) -> its output (H, N, E) and the
-        attention each patch receives, mean over heads and queries (N,). In float32 and in query blocks whose
-        probabilities give both the output and the column sums (memory bounded by QUERY_BLOCK_ELEMENTS, nothing
-        computed twice). Its own module so reduced-precision builds keep it in float32 with the rest of the
-        selection (calib/regions.py)."""
+        """The saliency block's attention over all N patches: its normed input h (N, C) -> the attention output
+        (H, N, E), the attention each patch receives, mean over heads and queries (N,), and the keys, mean over
+        heads (N, E). Owns the block's qkv projection and rotary (as LLaVA's ClsSaliency owns q_proj and k_proj):
+        the saliency's whole path from the hidden state is selection math, float32 in reduced-precision builds
+        (calib/regions.py). Query blocks whose probabilities give both the output and the column sums (memory
+        bounded by QUERY_BLOCK_ELEMENTS, nothing computed twice)."""
 
-        def forward(self, q, k, v):
+        def __init__(self, qkv: nn.Module, heads: int):
+            super().__init__()
+            self.qkv, self.heads = qkv, heads  # the saliency block's own Linear (shared, not copied)
+
+        def forward(self, h, cos, sin):
+            N = h.shape[0]
+            q, k, v = self.qkv(h).reshape(N, 3, self.heads, -1).permute(1, 0, 2, 3).unbind(0)  # (N, H, E) each
+            q, k = apply_rotary_pos_emb_vision(q, k, cos, sin)
+            q, k, v = (t.transpose(0, 1) for t in (q, k, v))  # (H, N, E)
             H, N, E = q.shape
             block = max(1, QUERY_BLOCK_ELEMENTS // (H * N))
             scale = E**-0.5
@@ -173,7 +182,7 @@ def _torch_modules():
                 probs = torch.softmax((qb @ kf.transpose(1, 2)) * scale, dim=-1)  # (H, b, N) float32
                 received = received + probs.sum(dim=(0, 1))  # (N,)
                 outs.append((probs @ vf).to(v.dtype))  # (H, b, E)
-            return torch.cat(outs, dim=1), received / (H * N)  # (H, N, E), (N,)
+            return torch.cat(outs, dim=1), received / (H * N), kf.mean(0)  # (H, N, E), (N,), (N, E)
 
     class QwenVisualTokens(nn.Module):
         """patches (rows*cols, 3*2*14*14) of one image, its patch grid -> merged tokens (1, P, D) and their global
@@ -193,7 +202,7 @@ def _torch_modules():
             self.heads = cfg.num_heads
             self.width = width
             self.projector = Merger(visual.merger, self.width)
-            self.global_attention = GlobalAttention()
+            self.global_attention = GlobalAttention(self.blocks[self.saliency_block].attn.qkv, self.heads)
 
         def layout(self, grid: tuple[int, int]):
             """Static index structures of a (rows, cols) patch grid: computed in numpy, constants in a graph."""
@@ -233,25 +242,23 @@ def _torch_modules():
             are gathered into one batch, (windows, H, length, E), so a block runs a few attentions, not one per
             window (a smaller graph, the same math)."""
             N = h.shape[0]
+            if want_saliency:
+                out, saliency, keys = self.global_attention(h, cos, sin)  # (H, N, E), (N,), (N, E) window order
+                return attn.proj(out.transpose(0, 1).reshape(N, -1)), (saliency, keys)
             q, k, v = attn.qkv(h).reshape(N, 3, self.heads, -1).permute(1, 0, 2, 3).unbind(0)  # (N, H, E) each
             q, k = apply_rotary_pos_emb_vision(q, k, cos, sin)
-            if not want_saliency:
-                if groups is None:
-                    out = F.scaled_dot_product_attention(*(t.transpose(0, 1)[None] for t in (q, k, v)))[0]
-                    return attn.proj(out.transpose(0, 1).reshape(N, -1)), None  # (N, H*E)
-                indices, inverse = groups
-                outs = []
-                for index in indices:  # (windows, length) patch indices of the windows of one length
-                    t = torch.from_numpy(index)
-                    qg, kg, vg = (x[t].permute(0, 2, 1, 3) for x in (q, k, v))  # (windows, H, length, E)
-                    o = F.scaled_dot_product_attention(qg, kg, vg)  # (windows, H, length, E)
-                    outs.append(o.permute(0, 2, 1, 3).reshape(-1, self.heads, o.shape[-1]))  # (windows*length, H, E)
-                out = torch.cat(outs)[torch.from_numpy(inverse)]  # (N, H, E) back in window order
-                return attn.proj(out.reshape(N, -1)), None
-            q, k, v = (t.transpose(0, 1) for t in (q, k, v))  # (H, N, E)
-            out, saliency = self.global_attention(q, k, v)  # (H, N, E), (N,) window order
-            keys = k.mean(0)  # (N, E)
-            return attn.proj(out.transpose(0, 1).reshape(N, -1)), (saliency, keys)
+            if groups is None:
+                out = F.scaled_dot_product_attention(*(t.transpose(0, 1)[None] for t in (q, k, v)))[0]
+                return attn.proj(out.transpose(0, 1).reshape(N, -1)), None  # (N, H*E)
+            indices, inverse = groups
+            outs = []
+            for index in indices:  # (windows, length) patch indices of the windows of one length
+                t = torch.from_numpy(index)
+                qg, kg, vg = (x[t].permute(0, 2, 1, 3) for x in (q, k, v))  # (windows, H, length, E)
+                o = F.scaled_dot_product_attention(qg, kg, vg)  # (windows, H, length, E)
+                outs.append(o.permute(0, 2, 1, 3).reshape(-1, self.heads, o.shape[-1]))  # (windows*length, H, E)
+            out = torch.cat(outs)[torch.from_numpy(inverse)]  # (N, H, E) back in window order
+            return attn.proj(out.reshape(N, -1)), None
 
         def forward(self, pixel_values, grid: tuple[int, int]):
             grouped, saliency, _ = self.hidden(pixel_values, grid)
