@@ -10,10 +10,15 @@ flavours chosen by the bundle's target:
 
 * `cuda` (TensorRT, Jetson): symmetric INT8 activations and weights (S8S8): what TensorRT's explicit quantization
   fuses into INT8 kernels; the graph passes the TensorRT lint.
-* `cpu`: UINT8 activations (asymmetric, `reduce_range`) with INT8 weights (U8S8): ONNX Runtime's fast path on x86
-  CPUs without VNNI (its own guidance). Measured at CLIP-L shapes, 5 crops, on our 2-core AVX2 CPU: U8S8 1.77x
-  faster than FP32, S8S8 1.32x (same held-out recall, 0.94 with random weights). TensorRT does not take UINT8
-  Q/DQ, so a cpu-target INT8 graph is not for TensorRT.
+* `cpu`: UINT8 activations (asymmetric) with INT8 weights (U8S8): ONNX Runtime's fast path on x86 CPUs (its own
+  guidance). Measured at CLIP-L shapes, 5 crops, on a 2-core CPU: U8S8 1.77x faster than FP32, S8S8 1.32x (same
+  held-out recall, 0.94 with random weights). TensorRT does not take UINT8 Q/DQ, so a cpu-target INT8 graph is not
+  for TensorRT. Weights are 8-bit (`full_range`) when the build's CPU has integer dot products (VNNI, AMX, the Arm
+  dot product: int32 accumulation) and 7-bit (`reduce_range`) otherwise, where the U8S8 kernels' 16-bit
+  intermediate (`vpmaddubsw`) would saturate. 7-bit weights cost accuracy for nothing on a dot-product CPU:
+  measured at Qwen2.5-VL's tower shapes (644x476, random weights, an Intel Xeon with AMX), held-out recall 0.83
+  with 7-bit weights, 0.91 with 8-bit. A full-range graph is run only on CPUs with integer dot products (the
+  runtime falls back to the FP32 graph elsewhere: `adafv.runtime.placement`).
  The pixel table, the selection subgraph (saliency row, relevance, AdaFV), every LayerNorm and every Softmax
 stay float32 (excluded by name). MinMax calibration over the feeds, one sample's activations in memory at a time
 (a CLIP-L graph's intermediate tensors are gigabytes per sample).
@@ -42,10 +47,16 @@ def fewest_crops(feed: dict[str, np.ndarray], crops: int) -> dict[str, np.ndarra
 
 
 def quantize(
-    src: Path, dst: Path, feeds: Iterable[dict[str, np.ndarray]], crops: int | None = None, target: str = "cuda"
+    src: Path,
+    dst: Path,
+    feeds: Iterable[dict[str, np.ndarray]],
+    crops: int | None = None,
+    target: str = "cuda",
+    full_range: bool = False,
 ) -> dict:
     """Write `dst` (+ its external data) from the FP32 graph `src`, calibrated on `feeds` (each cut to `crops`
-    crops when given), in the flavour of `target` (cuda: S8S8 for TensorRT; cpu: U8S8); returns facts."""
+    crops when given), in the flavour of `target` (cuda: S8S8 for TensorRT; cpu: U8S8, with 8-bit weights when
+    `full_range`, for CPUs with integer dot products, else 7-bit); returns facts."""
     import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -90,14 +101,16 @@ def quantize(
             activation_type=QuantType.QUInt8 if cpu else QuantType.QInt8,
             weight_type=QuantType.QInt8,
             per_channel=True,
-            reduce_range=cpu,  # U8S8 without VNNI: 7-bit weights avoid the saturation of its 16-bit accumulation
+            reduce_range=cpu and not full_range,  # U8S8 without dot products: 7-bit weights (16-bit saturation)
             op_types_to_quantize=QUANTIZED_OPS,
             nodes_to_exclude=excluded,
             use_external_data_format=True,
             calibrate_method=CalibrationMethod.MinMax,
             extra_options={"ActivationSymmetric": not cpu, "WeightSymmetric": True, "CalibStridedMinMax": 1},
         )
-        dst.with_name(dst.name + ".data").chmod(0o644)  # written through a private temporary file
+        data = dst.with_name(dst.name + ".data")
+        if data.exists():  # written through a private temporary file (absent when every weight is small)
+            data.chmod(0o644)
     finally:
         root.setLevel(level)
     model = onnx.load(str(dst), load_external_data=False)
@@ -109,4 +122,6 @@ def quantize(
         "dequantize_nodes": ops.count("DequantizeLinear"),
         "tool": "onnxruntime.quantization.quantize_static",
         "flavour": "U8S8 (ONNX Runtime CPU)" if cpu else "S8S8 symmetric (TensorRT)",
+        "weight_bits": 7 if cpu and not full_range else 8,
+        "needs_integer_dot_products": bool(cpu and full_range),
     }

@@ -25,17 +25,19 @@ from __future__ import annotations
 import dataclasses
 import gc
 import json
-import platform
 import shutil
-import statistics
 import subprocess
 import sys
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .overhead import tower_session
+from .timing import machine
+from .timing import median as _median
+from .timing import times as _times
 
 PROMPT = "What is in the picture?"
 SIZES = [(672, 672), (1280, 720), (1920, 1080)]  # (width, height) of the preprocessing inputs
@@ -80,41 +82,6 @@ class BenchConfig:
             raise ConfigError(f"unknown vision precision {self.precision!r}; choose fp32, fp16 or int8")
         if self.resolution is not None and "qwen" not in self.shapes:
             raise ConfigError(f"--resolution is for Qwen shapes (a fixed-resolution bundle), not {self.shapes}")
-
-
-def _times(fn, repeats: int, warmup: bool = True) -> list[float]:
-    """Milliseconds of `repeats` calls of fn (after one unmeasured call)."""
-    if warmup:
-        fn()
-    out = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - start) * 1000)
-    return out
-
-
-def _median(samples: list[float]) -> float:
-    return float(statistics.median(samples))
-
-
-def machine() -> dict[str, Any]:
-    """The machine a figure belongs to: the CPU with its family, model and the instruction sets ONNX Runtime's
-    kernels use (adafv.runtime.cpu), Python and the packages' versions."""
-    import os
-
-    from adafv.runtime.cpu import cpu, describe
-
-    facts = cpu()
-    info = {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
-            "cpu": describe(facts), "cpu_facts": facts}  # fmt: skip
-    for dist in ("adafv", "torch", "transformers", "onnxruntime", "onnxruntime-gpu", "onnxruntime-genai",
-                 "onnxruntime-genai-cuda", "numpy", "pillow"):  # fmt: skip
-        try:
-            info[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            pass
-    return info
 
 
 def prefill_flops(config, length: int) -> float:
@@ -241,7 +208,7 @@ def run(config: BenchConfig, out_dir: Path, progress: bool = True) -> dict[str, 
     fp32 = ort.InferenceSession(str(bundle / pipe.manifest["vision"]["files"]["fp32"]),
                                 providers=providers or ["CPUExecutionProvider"])  # fmt: skip
     vision32 = _times(lambda: fp32.run(None, feeds), config.repeats)
-    tower = _tower_session(loaded, pipe, cache_dir() / "towers" / f"{config.shapes}{size}", providers)
+    tower = tower_session(loaded, spec, cache_dir() / "towers" / f"{config.shapes}{size}", providers)
     without = _times(lambda: tower.run(None, {"pixel_values": pixels}), config.repeats)
     samples.update({f"vision {chosen}": vision, "vision fp32 graph": vision32, "vision graph without selection":
                     without})  # fmt: skip
@@ -264,6 +231,17 @@ def run(config: BenchConfig, out_dir: Path, progress: bool = True) -> dict[str, 
         report["vision"]["calibration"] = pipe.manifest["calibration"]["mean"]
     fp32 = tower = feeds = None  # two more sessions of the tower, each with its arena: gigabytes at 720p (OOM at 24 GB)
     gc.collect()
+    if qwen:  # the whole graphs' difference is below this machine's noise: the parts that differ, timed alone
+        from . import overhead
+
+        at = (spec["resolution"]["height"], spec["resolution"]["width"])
+        parts = overhead.graphs(loaded, at, engine.selection, text.shape[0],
+                                cache_dir() / "towers" / f"{config.shapes}{size}-parts-k{keep}")  # fmt: skip
+        rounds = overhead.measure(parts, max(overhead.ROUNDS, config.repeats), providers)
+        samples.update({f"selection part {name}": times for name, times in rounds.items()})
+        report["vision"]["selection_isolated"] = overhead.summary(rounds, report["vision"]["without_selection_ms"])
+        parts = rounds = None
+        gc.collect()
     say("vision measured")
 
     # -- prefill at every keep, and at all tokens ------------------------------------------------------------------
@@ -331,25 +309,6 @@ def _photo() -> Path:
     from adafv.assets import path
 
     return path("rocket.jpg")
-
-
-def _tower_session(loaded, pipe, folder: Path, providers):
-    """ONNX Runtime session over the bundle's vision graph minus the selection (exported once, cached)."""
-    import onnxruntime as ort
-
-    from adafv.export.bundle import graph_shapes
-    from adafv.export.graph import TowerGraph, export_tower
-    from adafv.runtime.preprocess import value_table
-
-    path = folder / "tower.onnx"
-    if not path.is_file():
-        folder.mkdir(parents=True, exist_ok=True)
-        spec = pipe.manifest["preprocess"]
-        resolution = (spec["resolution"]["height"], spec["resolution"]["width"]) if "resolution" in spec else None
-        visual = loaded.arch.graph_visual(loaded.model, resolution).float()
-        shapes = graph_shapes(loaded.arch, loaded.config, None, 8, resolution)
-        export_tower(TowerGraph(visual, value_table(spec)), shapes, path)
-    return ort.InferenceSession(str(path), providers=providers or ["CPUExecutionProvider"])
 
 
 def _peers_selection(loaded, image, keep: int):
@@ -467,6 +426,7 @@ def markdown(r: dict[str, Any]) -> str:
         f"| the selection inside the graph | fp32 graph without selection | {v['without_selection_ms']:.0f} | "
         f"with selection | {v['fp32_graph_ms']:.0f} |",
         "",
+        *_isolated(v.get("selection_isolated")),
         f"Decode: {a['decode_ms_per_token']:.1f} ms per token at keep {a['keep']}; "
         f"{a['host_bytes_per_decode_step']} bytes cross the host boundary per decode step; KV cache "
         f"{a['kv_cache_bytes'] / 1e6:.1f} MB for a 16-token answer; peak RSS of a fresh process that loads the bundle "
@@ -506,6 +466,13 @@ def markdown(r: dict[str, Any]) -> str:
     lines.append(f"Reproduce: `adafv bench --shapes {c['shapes']} --device {c['device']} --repeats {c['repeats']}"
                  f"{extra}`")  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def _isolated(o: dict[str, Any] | None) -> list[str]:
+    """The selection's parts timed alone (eval/overhead.py), as markdown lines."""
+    from .overhead import markdown_lines
+
+    return markdown_lines(o) if o else []
 
 
 def plot(r: dict[str, Any], path: Path) -> str:

@@ -498,19 +498,24 @@ def step_int8(ctx: BuildContext) -> None:
     del pipe  # its FP32 vision session: gigabytes that calibration's own session needs
     gc.collect()
     int8 = root / "vision.int8.onnx"
+    here = pays = why = None
+    if config.target == "cpu":  # whether this machine's CPU can make INT8 pay (the bundle may run elsewhere)
+        from adafv.runtime.cpu import cpu, int8_pays
+
+        here = cpu()
+        pays, why = int8_pays(here)
+    # 8-bit weights where integer dot products accumulate in int32; 7-bit where the kernels' 16 bits would saturate
     facts = ctx.steps.run("INT8 graph (Q/DQ; selection, LayerNorms, softmax in FP32)", quantize, ctx.vision, int8,
-                          calibration, ctx.shapes.crops[0], config.target)  # fmt: skip
+                          calibration, ctx.shapes.crops[0], config.target, pays is True)  # fmt: skip
     if config.target == "cuda":  # the S8S8 graph TensorRT takes; a cpu target's U8S8 graph is not for TensorRT
         lint = trt_lint(int8)
         if not lint.ok:
             raise LintError("vision.int8.onnx is not TensorRT-ready:\n  " + "\n  ".join(lint.problems))
     _session(int8)  # loads in ONNX Runtime, or a one-line BuildError
     ctx.vision_files["int8"] = int8.name
-    if config.target == "cpu":  # whether this machine's CPU can make INT8 pay (the bundle may run elsewhere)
-        from adafv.runtime.cpu import cpu, describe, int8_pays
+    if here is not None:
+        from adafv.runtime.cpu import describe
 
-        here = cpu()
-        pays, why = int8_pays(here)
         facts["built_on"] = {"cpu": describe(here), "int8_pays": pays, "why": why}
     ctx.int8 = facts
 

@@ -142,7 +142,7 @@ def export_onnx(graph: VisionGraph, shapes: GraphShapes, path: Path) -> dict:
     dynamic = {name: {axis: torch.export.Dim(dim, min=lo, max=hi) for axis, (dim, lo, hi) in axes.items()}
                for name, axes in io.dynamic_axes().items()}  # fmt: skip
     start = time.perf_counter()
-    _export(graph, example, shapes.input_names, OUTPUTS, dynamic, path)
+    export_module(graph, example, shapes.input_names, OUTPUTS, path, dynamic)
     return {"opset": OPSET, "export_seconds": round(time.perf_counter() - start, 2)}
 
 
@@ -166,10 +166,14 @@ def export_tower(tower: TowerGraph, shapes: GraphShapes, path: Path) -> None:
     n = 1 if single else max(2, shapes.crops[0])
     example = (example_inputs(shapes, n, 1)[0],)
     axes = {} if single else {0: torch.export.Dim("crops", min=shapes.crops[0], max=shapes.crops[1])}
-    _export(tower, example, ["pixel_values"], ["tokens"], {"pixel_values": axes}, path)
+    export_module(tower, example, ["pixel_values"], ["tokens"], path, {"pixel_values": axes})
 
 
-def _export(module: nn.Module, example: tuple, inputs: list[str], outputs: list[str], dynamic: dict, path: Path):
+def export_module(
+    module: nn.Module, example: tuple, inputs: list[str], outputs: list[str], path: Path, dynamic: dict | None = None
+) -> None:
+    """Export any module as the vision graph is exported (the same exporter, opset and clean-up) to `path` (+ its
+    weights file); axes not named in `dynamic` are static at the example's sizes."""
     for noisy in ("torch.onnx", "onnxscript"):  # "torchvision is not installed...", "Skipping constant folding..."
         logging.getLogger(noisy).setLevel(logging.ERROR)
     with warnings.catch_warnings(), torch.no_grad():
@@ -181,7 +185,7 @@ def _export(module: nn.Module, example: tuple, inputs: list[str], outputs: list[
             opset_version=OPSET,
             input_names=inputs,
             output_names=outputs,
-            dynamic_shapes=dynamic,
+            dynamic_shapes=dynamic or None,
             external_data=True,
             optimize=True,
             verbose=False,

@@ -52,6 +52,13 @@ def decide(root: Path, manifest: dict[str, Any], providers: list[str] | None = N
             why = "its TensorRT engines were built for another TensorRT or GPU (or none here)"
         else:
             why = f"no TensorRT engine in the bundle ({manifest['vision'].get('tensorrt', 'not built')})"
+        if (
+            providers[0] == "CPUExecutionProvider"
+            and "int8" in manifest["vision"]["files"]
+            and not int8_runs_here(manifest)
+        ):
+            why += ("; its INT8 graph has 8-bit weights, which need integer dot products (VNNI, AMX, the Arm dot "
+                    "product) this CPU lacks: the FP32 graph")  # fmt: skip
     decoder = decoder_providers(providers)
     return Placement(chosen, file, plan if chosen == "tensorrt" else None, providers, decoder, why,
                      target_mismatch(manifest["target"], decoder[0]))  # fmt: skip
@@ -59,18 +66,31 @@ def decide(root: Path, manifest: dict[str, Any], providers: list[str] | None = N
 
 def graph_for(manifest: dict[str, Any], gpu: bool) -> str:
     """The vision graph file a device runs best, from its kind alone (`adafv plan` for a device elsewhere)."""
-    return graph_file(manifest, ["CUDAExecutionProvider"] if gpu else ["CPUExecutionProvider"])
+    return graph_file(manifest, ["CUDAExecutionProvider"] if gpu else ["CPUExecutionProvider"], here=False)
 
 
-def graph_file(manifest: dict[str, Any], providers: list[str]) -> str:
+def graph_file(manifest: dict[str, Any], providers: list[str], here: bool = True) -> str:
     """The vision graph a provider runs best: INT8 on the CPU (integer kernels), FP16 on a GPU, else FP32; the
-    TensorRT provider takes the FP32 graph and applies FP16 itself."""
+    TensorRT provider takes the FP32 graph and applies FP16 itself. An INT8 graph with 8-bit weights needs integer
+    dot products (calib/int8.py): on this CPU without them (`here`: the graph runs on this machine) it is FP32."""
     files = manifest["vision"]["files"]
     if providers[0] == "TensorrtExecutionProvider":
         return files["fp32"]
     if providers[0] in GPU_PROVIDERS:
         return files.get("fp16", files["fp32"])
+    if here and "int8" in files and not int8_runs_here(manifest):
+        return files["fp32"]
     return files.get("int8", files["fp32"])
+
+
+def int8_runs_here(manifest: dict[str, Any], cpu_facts: dict[str, Any] | None = None) -> bool:
+    """False for a full-range INT8 graph on a CPU known to lack integer dot products (its U8S8 kernels' 16-bit
+    intermediate would saturate); True otherwise (7-bit graphs run anywhere; an unknown CPU is given the benefit)."""
+    if not manifest["vision"].get("int8", {}).get("needs_integer_dot_products"):
+        return True
+    from .cpu import int8_pays
+
+    return int8_pays(cpu_facts)[0] is not False
 
 
 def trt_cache_dir(manifest: dict[str, Any]) -> Path:

@@ -220,3 +220,33 @@ def test_a_calibration_line_with_a_bom_and_a_relative_image_reads(tmp_path):
     path.write_bytes(b'\xef\xbb\xbf{"image": "img/a.png", "question": "what?", "split": "heldout"}\n\n')
     (got,) = items(path)
     assert got.image == str(tmp_path / "img" / "a.png") and got.split == "heldout" and got.question == "what?"
+
+
+@pytest.mark.parametrize("full_range", [True, False])
+def test_cpu_int8_weights_are_8_bit_only_for_integer_dot_products(tmp_path, full_range):
+    """U8S8 for the CPU: 8-bit weights where the build's CPU has integer dot products (int32 accumulation), 7-bit
+    (reduce_range) elsewhere; read from the quantised weights themselves, on a two-MatMul graph."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from adafv.calib.int8 import quantize
+
+    rng = np.random.default_rng(0)
+    w1, w2 = (numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n)
+              for s, n in (((16, 32), "w1"), ((32, 8), "w2")))  # fmt: skip
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+         helper.make_node("MatMul", ["r", "w2"], ["y"])],
+        "two", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 8])], [w1, w2])  # fmt: skip
+    src = tmp_path / "fp32.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(src))
+    feeds = [{"x": rng.standard_normal((4, 16)).astype(np.float32)} for _ in range(4)]
+    facts = quantize(src, tmp_path / "int8.onnx", feeds, target="cpu", full_range=full_range)
+    model = onnx.load(str(tmp_path / "int8.onnx"))
+    weights = [numpy_helper.to_array(t) for t in model.graph.initializer if t.data_type == TensorProto.INT8]
+    weights = [w for w in weights if w.ndim == 2]  # not the (per-channel) zero points
+    assert len(weights) == 2
+    peak = max(int(np.abs(w.astype(np.int32)).max()) for w in weights)
+    assert peak == 127 if full_range else peak <= 64
+    assert facts["weight_bits"] == (8 if full_range else 7)
+    assert facts["needs_integer_dot_products"] is full_range

@@ -73,3 +73,28 @@ def test_doctor_names_the_cpu(capsys):
     assert main(["doctor"]) == 0
     out = capsys.readouterr().out
     assert f"cpu           {describe(cpu())}" in out and "  INT8        " in out
+
+
+def _int8_manifest(full_range: bool) -> dict:
+    return {"vision": {"files": {"fp32": "vision.onnx", "int8": "vision.int8.onnx"},
+                       "int8": {"weight_bits": 8 if full_range else 7, "needs_integer_dot_products": full_range}},
+            "target": "cpu", "precision": "int8"}  # fmt: skip
+
+
+def test_a_full_range_int8_graph_runs_only_where_integer_dot_products_are(monkeypatch, tmp_path):
+    """8-bit weights saturate the U8S8 kernels' 16-bit intermediate on a CPU without dot products: there the runtime
+    runs the FP32 graph and says why; 7-bit graphs run anywhere; `adafv plan` (another device) is not asked."""
+    from adafv.runtime import cpu as cpu_module
+    from adafv.runtime.placement import decide, graph_file, graph_for
+
+    cpu_ = ["CPUExecutionProvider"]
+    for text, full, want in [(ZEN2, True, "vision.onnx"), (ZEN4, True, "vision.int8.onnx"),
+                             (ZEN2, False, "vision.int8.onnx"), (PI4, True, "vision.onnx"),
+                             (ORIN, True, "vision.int8.onnx")]:  # fmt: skip
+        monkeypatch.setattr(cpu_module, "cpu", lambda cpuinfo=None, text=text: cpu(text))
+        m = _int8_manifest(full)
+        assert graph_file(m, cpu_) == want, (text[:40], full)
+        assert graph_for(m, gpu=False) == "vision.int8.onnx"  # a device elsewhere: its own CPU decides
+        placed = decide(tmp_path, m, cpu_)
+        assert placed.vision_file == want
+        assert ("need integer dot products" in placed.why) == (want == "vision.onnx")

@@ -117,6 +117,41 @@ def test_global_attention_saliency_is_the_eager_attention(twin, reference, hw, m
     torch.testing.assert_close(blocked[0], want, atol=1e-7, rtol=1e-5)
 
 
+def test_the_benchs_isolated_parts_are_the_graphs_saliency_block(twin, tmp_path):
+    """`adafv bench` times the saliency block's attention alone, with and without the saliency (eval/overhead.py):
+    fed the block's real input, the part with it gives the tower's saliency and both parts the same attention; the
+    exported parts run, and the selection part keeps `keep` distinct cells."""
+    import onnxruntime as ort
+
+    from adafv.eval import overhead
+
+    visual = twin.arch.graph_visual(twin.model, (224, 308)).float().eval()
+    tokens, grid = visual.tokens, visual.grid
+    block = tokens.blocks[tokens.saliency_block]
+    seen = {}
+    hook = block.norm1.register_forward_hook(lambda m, i, o: seen.setdefault("h", o))
+    pixels = torch.from_numpy(np.random.default_rng(1).standard_normal((1, 3, 224, 308)).astype(np.float32))
+    with torch.no_grad():
+        _, want = visual(pixels)  # (1, P) the tower's saliency, raster
+        hook.remove()
+        h = seen["h"]  # (N, C) window order
+        cos, sin = tokens.rotary(h, torch.from_numpy(tokens.layout(grid)[3]))
+        plain = tokens.saliency_attention(h, cos, sin, grid, False)
+        out, got = tokens.saliency_attention(h, cos, sin, grid, True)
+    torch.testing.assert_close(got, want[0], atol=1e-7, rtol=1e-5)
+    torch.testing.assert_close(out, plain, atol=1e-5, rtol=1e-4)
+
+    parts = overhead.graphs(twin, (224, 308), AdaFVConfig(keep=16), 5, tmp_path)
+    run = {name: ort.InferenceSession(str(path)).run(None, feeds) for name, (path, feeds) in parts.items()}
+    np.testing.assert_allclose(run["global"][0], run["plain"][0], atol=1e-5, rtol=1e-4)
+    assert run["global"][1].shape == (88,) and abs(float(run["global"][1].sum()) - 1) < 1e-5  # shares of the image
+    kept, order = run["select"]
+    assert kept.shape == (16, twin.config.text_config.hidden_size) and len(set(order.tolist())) == 16
+    assert 0 <= order.min() and order.max() < 88
+    rounds = overhead.measure(parts, 2)
+    assert all(len(rounds[name]) == 2 for name in overhead.PARTS)
+
+
 def test_mrope_positions_by_hand():
     # 3 text tokens, a 2x3 merged grid of which cells (0, 1) and (1, 2) are kept, 2 text tokens after
     got = mrope(3, [(0, 1), (1, 2)], (2, 3), 2)

@@ -175,6 +175,9 @@ def test_bench_runs_qwen_shapes(tmp_path, monkeypatch):
     assert r["preprocess"][0]["size"] == "308x224" and r["preprocess"][0]["identical_pixels"] is True
     assert r["transformers"]["prompt_tokens"] > 88 and r["adafv"]["ttft_ms"] > 0
     assert "not measured for Qwen" in (tmp_path / "out" / "bench.md").read_text()
+    iso = r["vision"]["selection_isolated"]  # the selection's parts timed alone
+    assert iso["rounds"] >= 20 and iso["tower_ms"] == r["vision"]["without_selection_ms"]
+    assert "timed alone" in (tmp_path / "out" / "bench.md").read_text()
 
 
 @pytest.mark.slow

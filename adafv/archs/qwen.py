@@ -260,6 +260,19 @@ def _torch_modules():
             out = torch.cat(outs)[torch.from_numpy(inverse)]  # (N, H, E) back in window order
             return attn.proj(out.reshape(N, -1)), None
 
+        def saliency_attention(self, h, cos, sin, grid: tuple[int, int], saliency: bool):
+            """The saliency block's attention over all N patches, alone: with the saliency (GlobalAttention, as the
+            vision graph runs it: the output (N, C) and each merged token's share (P,), raster order) or without it
+            (scaled-dot-product attention, as the tower without the selection runs it: the output only). `adafv
+            bench` times the two side by side to isolate what exact global attention costs."""
+            block = self.blocks[self.saliency_block]
+            out, scores = self._attention(block.attn, h, cos, sin, None, saliency)  # (N, C)
+            if not saliency:
+                return out
+            P = h.shape[0] // self.unit
+            reverse = torch.from_numpy(self.layout(grid)[1])  # window order -> raster
+            return out, scores[0].reshape(P, self.unit).sum(-1)[reverse]  # (N, C), (P,)
+
         def forward(self, pixel_values, grid: tuple[int, int]):
             grouped, saliency, _ = self.hidden(pixel_values, grid)
             return self.projector(grouped), saliency  # (1, P, D), (1, P)
