@@ -176,7 +176,7 @@ def cmd_bench(args) -> int:
 
     shapes = args.shapes or ("llava-next-7b" if args.device == "cuda" else "llava-next-1b")
     config = BenchConfig(shapes=shapes, device=args.device, repeats=args.repeats, quick=args.quick,
-                         resolution=args.resolution, precision=args.precision)  # fmt: skip
+                         resolution=args.resolution, precision=args.precision, headline=args.headline)  # fmt: skip
     size = f"-{args.resolution[1]}x{args.resolution[0]}" if args.resolution else ""
     out = args.out or Path("bench") / f"{config.shapes}-{config.device}{size}"
     _check_out_folder(out)
@@ -484,6 +484,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "fp16 on cuda; int8 on a CPU with integer dot products, else fp32)")
     bench.add_argument("--resolution", type=RESOLUTION, help="Qwen shapes: the bundle's image size WIDTHxHEIGHT "
                        "(default 644x476, a VGA frame; 1288x728 for 720p)")
+    bench.add_argument("--headline", action="store_true", help="only the headline, when time is short: time to "
+                       "first token at the smallest keep end to end, decode, the first request, the vision graph's "
+                       "profile, and transformers with every token")  # fmt: skip
     bench.add_argument("--out", type=Path, help="where bench.json/.md/.png go (default bench/<shapes>-<device>)")
     bench.add_argument("--quiet", action="store_true")
     bench.set_defaults(func=cmd_bench)

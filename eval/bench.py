@@ -61,6 +61,7 @@ class BenchConfig:
     heavy_repeats: int = 1  # transformers and the peers' eager path: slow at real shapes on a CPU
     resolution: tuple[int, int] | None = None  # (height, width) of a Qwen bundle; default QWEN_RESOLUTION / VGA
     precision: str | None = None  # the vision graph's; default the device's best (fp16 GPU, int8 where it pays)
+    headline: bool = False  # only time to first token end to end at the smallest keep, decode, and transformers
 
     def __post_init__(self):
         from adafv.errors import ConfigError
@@ -98,6 +99,29 @@ def prefill_flops(config, length: int) -> float:
 
 
 def run(config: BenchConfig, out_dir: Path, progress: bool = True) -> dict[str, Any]:
+    """Measure, and write bench.json / bench.md / bench.png into `out_dir`. Should a stage fail (or the run be
+    stopped), bench.json still gets what was measured before it, with the error, and the error propagates."""
+    say = (lambda text: print(text, file=sys.stderr, flush=True)) if progress else (lambda text: None)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report: dict[str, Any] = {"config": dataclasses.asdict(config), "machine": machine(), "samples_ms": {}}
+    started = time.perf_counter()
+    try:
+        _measure(config, out_dir, report, say, progress)
+    except BaseException as e:  # a later stage failed, or the window closed: keep what was measured
+        report["error"] = f"{type(e).__name__}: {e}".strip()
+        report["seconds"] = round(time.perf_counter() - started, 1)
+        (out_dir / "bench.json").write_text(json.dumps(report, indent=2, default=str))
+        say(f"stopped: {report['error']}; what was measured is in {out_dir / 'bench.json'}")
+        raise
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    (out_dir / "bench.json").write_text(json.dumps(report, indent=2))
+    (out_dir / "bench.md").write_text(markdown(report))
+    report["png"] = plot(report, out_dir / "bench.png") if not config.headline else "not drawn: --headline"
+    return report
+
+
+def _measure(config: BenchConfig, out_dir: Path, report: dict[str, Any], say, progress: bool) -> None:
+    """The stages, filling `report` as each ends (so that a failure leaves the earlier ones in it)."""
     import torch
 
     from adafv import AdaFVConfig
@@ -108,12 +132,8 @@ def run(config: BenchConfig, out_dir: Path, progress: bool = True) -> dict[str, 
 
     from .shapes import cache_dir, checkpoint
 
-    say = (lambda text: print(text, file=sys.stderr, flush=True)) if progress else (lambda text: None)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    report: dict[str, Any] = {"config": dataclasses.asdict(config), "machine": machine(), "samples_ms": {}}
     samples = report["samples_ms"]
-    model = checkpoint(config.shapes)
+    model = checkpoint(config.shapes, device=config.device)  # on a GPU: made there, in float16
     say(f"model: {config.shapes} ({model})")
     keep = min(config.keeps)
     target = config.device
@@ -161,7 +181,9 @@ def run(config: BenchConfig, out_dir: Path, progress: bool = True) -> dict[str, 
     spec = pipe.manifest["preprocess"]
     rng = np.random.default_rng(0)
     rows = []
-    if qwen:  # a fixed-resolution bundle: its own size, a camera frame, and twice the size, all of its aspect
+    if config.headline:
+        sizes = []
+    elif qwen:  # a fixed-resolution bundle: its own size, a camera frame, and twice the size, all of its aspect
         height, width = spec["resolution"]["height"], spec["resolution"]["width"]
 
         def fits(size: tuple[int, int]) -> bool:
@@ -190,7 +212,7 @@ def run(config: BenchConfig, out_dir: Path, progress: bool = True) -> dict[str, 
         samples[f"preprocess {w}x{h} hf"], samples[f"preprocess {w}x{h} adafv"] = a, b
         rows.append((f"{w}x{h}", _median(a), _median(b), identical))
     report["preprocess"] = [dict(zip(("size", "hf_ms", "adafv_ms", "identical_pixels"), r)) for r in rows]
-    say("preprocessing measured")
+    say("preprocessing measured" if rows else "preprocessing: not measured (--headline)")
 
     # -- vision + selection -----------------------------------------------------------------------------------------
     photo = crop_to_aspect(load_image(_photo()), spec)  # a Qwen bundle takes its own aspect
@@ -205,6 +227,20 @@ def run(config: BenchConfig, out_dir: Path, progress: bool = True) -> dict[str, 
     import onnxruntime as ort
 
     feeds = pipe.vision_feeds(pixels, text, grid)
+    if pipe.placement.backend == "onnxruntime":  # where the chosen graph's time goes, kernel by kernel
+        from . import profile
+
+        report["profile"] = profile.profile(bundle / chosen, feeds, providers)
+        say(f"profiled {chosen}: {report['profile']['run_ms']:.0f} ms, "
+            f"{report['profile']['ops'][0]['op'] if report['profile']['ops'] else '-'} first")  # fmt: skip
+    if config.headline:
+        _end_to_end(config, report, pipe, photo, bundle, photo_file, keep, say)
+        at_size = Image.fromarray(pixels[0].transpose(1, 2, 0)) if qwen else photo
+        pipe = None
+        gc.collect()
+        report["transformers"] = _transformers(loaded, at_size, config, samples)
+        say(f"transformers: {report['transformers']['ttft_ms']:.0f} ms to the first token")
+        return
     fp32 = ort.InferenceSession(str(bundle / pipe.manifest["vision"]["files"]["fp32"]),
                                 providers=providers or ["CPUExecutionProvider"])  # fmt: skip
     vision32 = _times(lambda: fp32.run(None, feeds), config.repeats)
@@ -266,21 +302,7 @@ def run(config: BenchConfig, out_dir: Path, progress: bool = True) -> dict[str, 
     report["prefill"] = {str(k): v for k, v in prefill.items()}
 
     # -- end to end at the bundle's keep, decode, bytes -------------------------------------------------------------
-    runs = [pipe.run(photo, PROMPT, max_new_tokens=16) for _ in range(config.repeats)]
-    samples["ttft adafv"] = [r["timings_ms"]["time_to_first_token"] for r in runs]
-    decode = [r["timings_ms"]["decode"] / max(len(r["tokens"]) - 1, 1) for r in runs if len(r["tokens"]) > 1]
-    samples["decode per token"] = decode
-    last = runs[-1]
-    report["adafv"] = {
-        "keep": keep,
-        "ttft_ms": _median(samples["ttft adafv"]),
-        "preprocess_ms": _median([r["timings_ms"]["preprocess"] for r in runs]),
-        "decode_ms_per_token": _median(decode) if decode else None,
-        "host_bytes_per_decode_step": last["host_bytes_per_decode_step"],
-        "kv_cache_bytes": last["kv_cache_bytes"],
-        "providers": last["providers"],
-        "peak_rss_mb": _fresh_rss(bundle, photo_file),
-    }
+    _end_to_end(config, report, pipe, photo, bundle, photo_file, keep, say)
     stacked = {}
     for k in (*config.keeps, num_visual):
         vision_ms = report["vision"]["adafv_graph_ms"] if k < num_visual else report["vision"]["without_selection_ms"]
@@ -288,21 +310,54 @@ def run(config: BenchConfig, out_dir: Path, progress: bool = True) -> dict[str, 
                            "prefill": prefill[k]["ms"]}  # fmt: skip
         stacked[str(k)]["total"] = sum(stacked[str(k)].values())
     report["ttft_by_keep"] = stacked
-    say("end to end measured")
 
     # -- transformers with all tokens --------------------------------------------------------------------------------
     # a Qwen bundle's resolution is fixed: transformers gets the photo at that size (its processor keeps it)
     at_size = Image.fromarray(pixels[0].transpose(1, 2, 0)) if qwen else photo
-    pipe = decoder = runs = last = None  # the bundle's sessions: PyTorch's model runs alone
+    pipe = decoder = None  # the bundle's sessions: PyTorch's model runs alone
     gc.collect()
     report["transformers"] = _transformers(loaded, at_size, config, samples)
     say(f"transformers: {report['transformers']['ttft_ms']:.0f} ms to the first token")
-    report["seconds"] = round(time.perf_counter() - started, 1)
-    (out_dir / "bench.json").write_text(json.dumps(report, indent=2))
-    (out_dir / "bench.md").write_text(markdown(report))
-    report["png"] = plot(report, out_dir / "bench.png")
     del torch
-    return report
+
+
+def _end_to_end(config: BenchConfig, report: dict[str, Any], pipe, photo, bundle: Path, photo_file: Path, keep: int,
+                say) -> None:  # fmt: skip
+    """The bundle answering the photo at its keep, `repeats` times after the load's warm-up: time to first token
+    (the first request apart from the median), decode per token, bytes, KV cache, a fresh process's peak RSS."""
+    samples = report["samples_ms"]
+    runs = [pipe.run(photo, PROMPT, max_new_tokens=16) for _ in range(config.repeats)]
+    samples["ttft adafv"] = [r["timings_ms"]["time_to_first_token"] for r in runs]
+    decode = [r["timings_ms"]["decode"] / max(len(r["tokens"]) - 1, 1) for r in runs if len(r["tokens"]) > 1]
+    samples["decode per token"] = decode
+    last = runs[-1]
+    first, median = samples["ttft adafv"][0], _median(samples["ttft adafv"])
+    report["adafv"] = {
+        "keep": keep,
+        "ttft_ms": median,
+        "first_request_ttft_ms": first,
+        "first_request_vs_median": first / median if median else None,
+        "preprocess_ms": _median([r["timings_ms"]["preprocess"] for r in runs]),
+        "decode_ms_per_token": _median(decode) if decode else None,
+        "host_bytes_per_decode_step": last["host_bytes_per_decode_step"],
+        "kv_cache_bytes": last["kv_cache_bytes"],
+        "providers": last["providers"],
+        "peak_rss_mb": _fresh_rss(bundle, photo_file),
+    }
+    gpu = _gpu_memory_mb()
+    if gpu is not None:
+        report["adafv"]["gpu_memory_used_mb"] = gpu
+    say(f"end to end: {median:.0f} ms to the first token (first request {first:.0f} ms)")
+
+
+def _gpu_memory_mb() -> float | None:
+    """GPU memory in use now (this process's sessions are alive), from nvidia-smi; None without a GPU."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=10, check=True).stdout  # fmt: skip
+        return float(out.split()[0])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
 
 
 def _photo() -> Path:
@@ -375,7 +430,40 @@ def _fresh_rss(bundle: Path, image: Path) -> float:
     return json.loads(proc.stdout.strip().splitlines()[-1])["rss_mb"]
 
 
+def _headline_markdown(r: dict[str, Any]) -> str:
+    """bench.md of a --headline run: time to first token both ways, decode, the first request, the profile."""
+    m, c, a, t = r["machine"], r["config"], r["adafv"], r["transformers"]
+    lines = [
+        f"# adafv bench --headline: {c['shapes']} on {c['device']}",
+        "",
+        f"Machine: {m.get('cpu', m['machine'])}. Medians of {c['repeats']} repeats. {r['seconds']:.0f} s in all.",
+        "",
+        "| | keep | time to first token (ms) | vs transformers |",
+        "|---|---|---|---|",
+        f"| transformers ({t['dtype']}, every token: {t['prompt_tokens']} prompt tokens) | all | {t['ttft_ms']:.1f} "
+        "| 1.00x |",
+        f"| adafv bundle, end to end | {a['keep']} | {a['ttft_ms']:.1f} | {t['ttft_ms'] / a['ttft_ms']:.2f}x faster |",
+        "",
+        f"Decode {a['decode_ms_per_token']:.2f} ms per token; the first request after loading took "
+        f"{a['first_request_ttft_ms']:.1f} ms ({a['first_request_vs_median']:.2f}x the median); vision on "
+        f"{a['providers']['vision']}, decoder on {a['providers']['decoder']}."
+        + (f" GPU memory in use with the bundle loaded: {a['gpu_memory_used_mb']:.0f} MB." if "gpu_memory_used_mb"
+           in a else "")
+        + (f" transformers' peak GPU memory: {t['peak_gpu_mb']:.0f} MB." if "peak_gpu_mb" in t else ""),
+        "",
+    ]  # fmt: skip
+    if "profile" in r:
+        from .profile import markdown_lines
+
+        lines += markdown_lines(r["profile"])
+    lines.append(f"Reproduce: `adafv bench --shapes {c['shapes']} --device {c['device']} --repeats {c['repeats']} "
+                 "--headline`")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
 def markdown(r: dict[str, Any]) -> str:
+    if r["config"].get("headline"):
+        return _headline_markdown(r)
     m, c, v, a, t = r["machine"], r["config"], r["vision"], r["adafv"], r["transformers"]
     lines = [
         f"# adafv bench: {c['shapes']} on {c['device']}",
@@ -427,6 +515,10 @@ def markdown(r: dict[str, Any]) -> str:
         f"with selection | {v['fp32_graph_ms']:.0f} |",
         "",
         *_isolated(v.get("selection_isolated")),
+        *_profiled(r.get("profile")),
+        f"The first request after loading: {a['first_request_ttft_ms']:.0f} ms to the first token "
+        f"({a['first_request_vs_median']:.2f}x the median).",
+        "",
         f"Decode: {a['decode_ms_per_token']:.1f} ms per token at keep {a['keep']}; "
         f"{a['host_bytes_per_decode_step']} bytes cross the host boundary per decode step; KV cache "
         f"{a['kv_cache_bytes'] / 1e6:.1f} MB for a 16-token answer; peak RSS of a fresh process that loads the bundle "
@@ -466,6 +558,12 @@ def markdown(r: dict[str, Any]) -> str:
     lines.append(f"Reproduce: `adafv bench --shapes {c['shapes']} --device {c['device']} --repeats {c['repeats']}"
                  f"{extra}`")  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def _profiled(p: dict[str, Any] | None) -> list[str]:
+    from .profile import markdown_lines
+
+    return markdown_lines(p) if p else []
 
 
 def _isolated(o: dict[str, Any] | None) -> list[str]:

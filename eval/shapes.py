@@ -52,8 +52,10 @@ def cache_dir() -> Path:
     return base / "adafv" / "shapes"
 
 
-def checkpoint(shapes: str, seed: int = 0) -> str:
-    """A registered name (tiny) or the folder of the random-weight checkpoint for `shapes`, made on first use."""
+def checkpoint(shapes: str, seed: int = 0, device: str = "cpu") -> str:
+    """A registered name (tiny) or the folder of the random-weight checkpoint for `shapes`, made on first use.
+    `device` "cuda": initialised on the GPU and saved in float16 (a 7B checkpoint in float32 on the CPU is 30 GB and
+    minutes of a GPU host's short window); its weights differ from the CPU's (another random generator)."""
     if shapes == "tiny":
         return "tiny-llava-next"
     if shapes == "tiny-qwen":
@@ -62,15 +64,37 @@ def checkpoint(shapes: str, seed: int = 0) -> str:
         from adafv.errors import ConfigError
 
         raise ConfigError(f"unknown shapes {shapes!r}; choose {', '.join(SHAPES)}")
-    out = cache_dir() / f"{shapes}-seed{seed}"
+    if device not in ("cpu", "cuda"):
+        from adafv.errors import ConfigError
+
+        raise ConfigError(f"unknown device {device!r}; choose cpu or cuda")
+    out = cache_dir() / (f"{shapes}-seed{seed}" + ("-cuda-fp16" if device == "cuda" else ""))
     if not (out / "model.safetensors.index.json").is_file() and not (out / "model.safetensors").is_file():
-        _save(shapes, seed, out)
+        _save(shapes, seed, out, device, half=device == "cuda")
     return str(out)
 
 
-def _save(shapes: str, seed: int, out: Path) -> None:
+def _save(shapes: str, seed: int, out: Path, device: str = "cpu", half: bool = False) -> None:
+    """Build the random-weight model on `device` (float32 initialisation, as on the CPU), optionally cast to float16,
+    and save it with its processor; written to a partial folder, then renamed into place."""
     import shutil
 
+    import torch
+
+    with torch.device(device):
+        model, processor = _build(shapes, seed)
+    if half:
+        model = model.half()
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    model.save_pretrained(partial)
+    processor.save_pretrained(partial)
+    shutil.rmtree(out, ignore_errors=True)
+    partial.rename(out)
+
+
+def _build(shapes: str, seed: int):
+    """(model, processor) of `shapes` with seeded random weights, on the current default device."""
     from adafv import archs, tiny
 
     if shapes in QWEN_LLMS:
@@ -91,9 +115,4 @@ def _save(shapes: str, seed: int, out: Path) -> None:
         family = archs.get("llava_next")
         model, processor = family.build(CLIP_L, text, tokenizer, seed=seed, chat_template=tiny.CHAT_TEMPLATE,
                                         pinpoints=PINPOINTS)  # fmt: skip
-    partial = out.with_name(out.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    model.save_pretrained(partial)
-    processor.save_pretrained(partial)
-    shutil.rmtree(out, ignore_errors=True)
-    partial.rename(out)
+    return model, processor

@@ -95,6 +95,35 @@ def test_bench_quick_writes_every_measurement(tmp_path, monkeypatch):
     steps = r["build"]["steps_s"]  # each build step's seconds, in bench.json and bench.md
     assert "export vision graph to ONNX" in steps and all(v >= 0 for v in steps.values())
     assert r["build"]["seconds"] == round(sum(steps.values()), 1) and "| export vision graph to ONNX |" in md
+    p = r["profile"]  # ONNX Runtime's profiler on the graph the runtime runs, per op type
+    assert p["graph"] == ("vision.int8.onnx" if int8_pays(facts)[0] else "vision.onnx")
+    assert p["kernels"] > 50 and 0 < p["selection_share"] < 1 and abs(sum(p["providers_ms"].values()) -
+                                                                      p["kernels_ms"]) < 0.01  # fmt: skip
+    assert sum(o["ms"] for o in p["ops"]) + p["other_ops_ms"] == pytest.approx(p["kernels_ms"], abs=0.01)
+    assert "ONNX Runtime's profiler" in md and r["adafv"]["first_request_ttft_ms"] == r["samples_ms"]["ttft adafv"][0]
+
+
+def test_bench_headline_and_a_failed_stage(tmp_path, monkeypatch):
+    """--headline measures the headline only (time to first token both ways, decode, the first request, the
+    profile); a stage that fails leaves bench.json with what was measured before it and the error."""
+    from adafv.eval import bench
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert main(["bench", "--quick", "--headline", "--out", str(tmp_path / "h"), "--quiet"]) == 0
+    r = json.loads((tmp_path / "h" / "bench.json").read_text())
+    assert r["preprocess"] == [] and "prefill" not in r and "vision" not in r and "profile" in r
+    assert r["adafv"]["ttft_ms"] > 0 and r["transformers"]["ttft_ms"] > 0 and r["adafv"]["decode_ms_per_token"] > 0
+    assert "--headline" in (tmp_path / "h" / "bench.md").read_text()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("transformers ran out of GPU memory")
+
+    monkeypatch.setattr(bench, "_transformers", broken)
+    with pytest.raises(RuntimeError):
+        bench.run(bench.BenchConfig(quick=True, headline=True), tmp_path / "f", progress=False)
+    r = json.loads((tmp_path / "f" / "bench.json").read_text())
+    assert r["error"] == "RuntimeError: transformers ran out of GPU memory"
+    assert r["adafv"]["ttft_ms"] > 0 and "transformers" not in r  # the bundle's figures survive the failure
 
 
 def test_show_draws_the_kept_patches(tmp_path, capsys, make_bundle):
@@ -142,3 +171,30 @@ def test_plan_answers_for_every_device_and_its_memory_holds_on_a_cpu_run(make_bu
         plan(bundle, "orin-nano-8gb", context=10_000_000)
     with pytest.raises(ConfigError, match="takes 3..5 crops"):
         plan(bundle, "orin-nano-8gb", crops=100)
+
+
+def test_a_gpu_benchs_checkpoint_is_saved_in_float16(tmp_path, monkeypatch):
+    """`--device cuda` makes its random-weight checkpoint on the device in float16 (half the bytes of the CPU's
+    float32), in a folder of its own; shrunk shapes stand in for the 7B here, and the CPU for the GPU."""
+    import safetensors
+
+    from adafv.eval import shapes
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setitem(shapes.LLMS, "llava-next-1b", dict(hidden_size=64, intermediate_size=128,
+                        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, vocab_size=32000,
+                        max_position_embeddings=512))  # fmt: skip
+    monkeypatch.setattr(shapes, "CLIP_L", dict(shapes.CLIP_L, hidden_size=32, intermediate_size=64,
+                                               num_hidden_layers=2, num_attention_heads=2))  # fmt: skip
+    real = shapes._save  # the GPU's part runs on the CPU here: the device is the only thing swapped
+    monkeypatch.setattr(shapes, "_save", lambda s, seed, out, device, half: real(s, seed, out, "cpu", half))
+    fp32, fp16 = Path(shapes.checkpoint("llava-next-1b")), Path(shapes.checkpoint("llava-next-1b", device="cuda"))
+    assert fp32.name == "llava-next-1b-seed0" and fp16.name == "llava-next-1b-seed0-cuda-fp16"
+    dtypes = []
+    for folder in (fp32, fp16):
+        with safetensors.safe_open(str(folder / "model.safetensors"), "np") as f:
+            dtypes.append({str(f.get_tensor(k).dtype) for k in f.keys()})
+    assert dtypes == [{"float32"}, {"float16"}]
+    assert (fp16 / "model.safetensors").stat().st_size < 0.6 * (fp32 / "model.safetensors").stat().st_size
+    with pytest.raises(Exception, match="unknown device"):
+        shapes.checkpoint("llava-next-1b", device="tpu")

@@ -198,3 +198,26 @@ def test_the_measurement_is_the_readme_adafv_eval_call(tmp_path, toyworld):
     for run, key in (("full", "full"), ("adafv:rows@10%", "adafv-rows@10"), ("visionzip:compact@10%", "visionzip@10")):
         by_hand = answers(tmp_path / "eval", run)
         assert [by_hand[str(i)]["prediction"] for i in range(12)] == [r["answers"][key] for r in records], run
+
+
+def test_summary_has_intervals_the_non_salient_slice_and_paired_tests():
+    """summarize() on hand-made records: Wilson intervals per row, the slice of targets outside the salient half,
+    and adafv paired against each baseline only on keeps where both ran."""
+    from adafv.eval.toyworld.evaluate import markdown, summarize
+
+    records = []
+    for i in range(40):
+        answers = {"adafv@10": "red" if i < 30 else "blue", "random@10": "red" if i < 20 else "blue",
+                   "adafv@50": "red"}  # fmt: skip
+        records.append({"index": i, "question": "q", "answer": "red", "kind": "color", "size": "small",
+                        "num_crops": 3, "num_visual_tokens": 192, "answers": answers, "coverage": {},
+                        "target_salience": 0.2 if i % 2 else 0.9})  # fmt: skip
+    s = summarize(records)
+    assert s["accuracy"]["adafv@10"]["all"] == 75.0 and s["accuracy"]["adafv@10"]["ci95"] == [59.8, 85.8]
+    assert s["non_salient_questions"] == 20 and s["accuracy"]["random@10"]["non_salient"] == 50.0
+    t = s["paired"]["adafv vs random@10"]
+    assert (t["a_only"], t["b_only"], t["difference"]) == (10, 0, 25.0) and t["p"] == pytest.approx(2 / 1024)
+    assert set(s["paired"]) == {"adafv vs random@10"}  # no random at 50%, nothing at 5%
+    text = markdown(s, ("adafv", "random"), (50, 10))
+    assert "75.0 [59.8, 85.8]" in text and "The non-salient slice: 20 questions" in text
+    assert "| adafv (exact) vs random | 10% | +25.0 | 10 / 0 | 0.00195 |" in text

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import torch
 
+from ..stats import mcnemar, wilson
 from . import scenes
 
 METHODS = ("full", "adafv", "adafv-paper", "adafv-rows", "fastervlm", "fastervlm-rows", "dart", "divprune",
@@ -58,6 +59,8 @@ LABELS = {
     "random": "random",
 }
 METRICS_FILE = "metrics.json"
+NON_SALIENT = 0.5  # a question's target is "not salient" when all its patches lie in the image's less salient half
+PAIRED_KEEPS = (10, 5)  # adafv against each baseline on the same questions at these keeps
 
 
 @functools.cache
@@ -166,6 +169,12 @@ def measure(
                 record["saliency_on_large"] = float(base[large[:P]].sum() / base.sum())
                 record["large_area_base"] = float(large[:P].float().mean())
                 if target.any():
+                    # how salient the target is: the share of the image's patches less salient than its most
+                    # salient patch (1 = it holds the most salient patch; below NON_SALIENT: none in the upper half)
+                    flat = saliency.flatten()  # (N*P,) [CLS] attention of each crop's patches
+                    below = (flat[None] < flat[target][:, None]).float().mean(1)  # (T,) share less salient
+                    record["target_salience"] = float(below.max())
+                    record["target_salience_mean"] = float(below.mean())
                     for key, row in rows.items():
                         if key != "full":
                             kept = torch.zeros(N * P, dtype=torch.bool)
@@ -196,6 +205,12 @@ def summarize(records: list[dict]) -> dict:
         added = [r["newlines"][key] for r in records if key in r.get("newlines", {})]
         if added:
             row["mean_newlines"] = round(sum(added) / len(added), 1)  # image_newline tokens the rows layout adds
+        k = sum(ok for _, ok in right)
+        row["ci95"] = [round(100 * v, 1) for v in wilson(k, len(right))]
+        hidden = [ok for r, ok in right if r.get("target_salience", 1.0) < NON_SALIENT]
+        if hidden:
+            row["non_salient"] = _mean(hidden)
+            row["non_salient_ci95"] = [round(100 * v, 1) for v in wilson(sum(hidden), len(hidden))]
         cover = [r["coverage"][key] for r in records if key in r["coverage"]]
         if cover:
             row["target_coverage"] = _mean(cover)
@@ -210,9 +225,39 @@ def summarize(records: list[dict]) -> dict:
         "mean_visual_tokens": round(sum(r["num_visual_tokens"] for r in records) / max(1, len(records)), 1),
         "accuracy": table,
     }
+    out["non_salient_questions"] = sum(r.get("target_salience", 1.0) < NON_SALIENT for r in records)
+    ranks = [(r["target_salience"], r["target_salience_mean"]) for r in records if "target_salience_mean" in r]
+    if ranks:  # where targets rank by saliency: quartiles of their best patch's and their mean patch's rank
+        out["target_salience_quartiles"] = {
+            name: [round(float(q), 3) for q in _quartiles([r[i] for r in ranks])] for i, name in enumerate(("best",
+                                                                                                        "mean"))
+        }  # fmt: skip
+    out["paired"] = paired(records)
     if records and "saliency_on_large" in records[0]:
         out["saliency_on_large_base_view"] = _mean(r["saliency_on_large"] for r in records)
         out["large_area_base_view"] = _mean(r["large_area_base"] for r in records)
+    return out
+
+
+def _quartiles(values: list[float]) -> list[float]:
+    ordered = sorted(values)
+    return [ordered[min(len(ordered) - 1, int(q * len(ordered)))] for q in (0.25, 0.5, 0.75)]
+
+
+def paired(records: list[dict], keeps=PAIRED_KEEPS) -> dict[str, dict]:
+    """adafv against every other method at each of `keeps`, on the same questions (exact McNemar): adafv (exact,
+    compact) against the compact methods, adafv's rows layout against fastervlm's. {"a vs b@keep": test}."""
+    keys = set(records[0]["answers"]) if records else set()
+    out = {}
+    for keep in keeps:
+        pairs = [("adafv", m) for m in METHODS if m not in ("full", "adafv") and not m.endswith(ROWS)]
+        pairs.append(("adafv-rows", "fastervlm-rows"))
+        for a, b in pairs:
+            ka, kb = f"{a}@{keep}", f"{b}@{keep}"
+            if ka in keys and kb in keys:
+                right = [(r["answers"][ka] == r["answer"], r["answers"][kb] == r["answer"]) for r in records]
+                test = mcnemar([x for x, _ in right], [y for _, y in right])
+                out[f"{a} vs {b}@{keep}"] = {**test, "difference": round(test["difference"], 1)}
     return out
 
 
@@ -319,6 +364,7 @@ def markdown(summary: dict, methods=METHODS, keeps=KEEPS) -> str:
             f"each row that keeps a token; newline tokens it adds on average, keep {' / '.join(map(str, keeps))}%: "
             f"{added}.",
         ]
+    lines += _intervals(summary, methods, keeps)
     if "saliency_on_large_base_view" in summary:
         lines += [
             "",
@@ -326,6 +372,60 @@ def markdown(summary: dict, methods=METHODS, keeps=KEEPS) -> str:
             f"of its mass, on {summary['large_area_base_view']:.1f}% of the patches.",
         ]
     return "\n".join(lines)
+
+
+def _interval(row: dict | None, key: str = "") -> str:
+    """`accuracy [low, high]` of a row (its non-salient slice with key "non_salient")."""
+    value, ci = (row or {}).get(key or "all"), (row or {}).get(f"{key}_ci95" if key else "ci95")
+    return "–" if value is None or ci is None else f"{value:.1f} [{ci[0]:.1f}, {ci[1]:.1f}]"
+
+
+def _intervals(summary: dict, methods, keeps) -> list[str]:
+    """95% intervals, the non-salient slice, and adafv's paired comparisons."""
+    acc = summary["accuracy"]
+    if not keeps or not any("ci95" in row for row in acc.values()):
+        return []
+    header = ["| method | all tokens | " + " | ".join(f"keep {k}%" for k in keeps) + " |",
+              "|---" * (2 + len(keeps)) + "|"]  # fmt: skip
+
+    def rows(key: str = "") -> list[str]:
+        out = []
+        for name in ("blind", *methods):
+            if name in ("blind", "full"):
+                if name in acc:
+                    label = REFERENCE_ROWS.get(name) or LABELS[name]
+                    out.append(f"| {label} | {_interval(acc[name], key)} |" + " – |" * len(keeps))
+            else:
+                cells = " | ".join(_interval(acc.get(f"{name}@{k}"), key) for k in keeps)
+                out.append(f"| {LABELS[name]} | – | {cells} |")
+        return out
+
+    lines = ["", "Accuracy (%) with 95% intervals (Wilson):", "", *header, *rows()]
+    n = summary.get("non_salient_questions", 0)
+    quartiles = summary.get("target_salience_quartiles")
+    if not n and quartiles:
+        best, mean = quartiles["best"], quartiles["mean"]
+        lines += ["", f"The non-salient slice is empty: no question's target object lies wholly in the image's less "
+                  f"salient half by [CLS] attention. Where targets rank (the share of the image's patches less salient "
+                  f"than the target's best patch; quartiles): {best[0]:.2f} / {best[1]:.2f} / {best[2]:.2f}; its "
+                  f"patches on average: {mean[0]:.2f} / {mean[1]:.2f} / {mean[2]:.2f}. The scenes do not yet test "
+                  "the claim that text relevance rescues non-salient objects."]  # fmt: skip
+    if n:
+        lines += ["", f"The non-salient slice: {n} questions whose target object has no patch in the image's more "
+                  f"salient half by [CLS] attention (saliency rank below {NON_SALIENT:.0%}); accuracy (%) with 95% "
+                  "intervals:", "", *header, *rows("non_salient")]  # fmt: skip
+    tests = summary.get("paired") or {}
+    if tests:
+        lines += ["", "adafv against each baseline on the same questions (exact McNemar test): accuracy difference "
+                  "in points, questions only one of the two got right, two-sided p-value.", "",
+                  "| comparison | keep | difference | adafv only / baseline only | p |",
+                  "|---|---|---|---|---|"]  # fmt: skip
+        for name, t in tests.items():
+            pair, keep = name.rsplit("@", 1)
+            a, b = pair.split(" vs ")
+            lines.append(f"| {LABELS[a]} vs {LABELS[b]} | {keep}% | {t['difference']:+.1f} | {t['a_only']} / "
+                         f"{t['b_only']} | {t['p']:.3g} |")  # fmt: skip
+    return lines
 
 
 def _splice(text: str, begin: str, end: str, body: str) -> str | None:
