@@ -177,6 +177,11 @@ def cmd_bench(args) -> int:
     shapes = args.shapes or ("llava-next-7b" if args.device == "cuda" else "llava-next-1b")
     config = BenchConfig(shapes=shapes, device=args.device, repeats=args.repeats, quick=args.quick,
                          resolution=args.resolution, precision=args.precision, headline=args.headline)  # fmt: skip
+    if args.dry_run:
+        from adafv.eval.sizing import markdown, plan
+
+        print(markdown(plan(config)), end="")
+        return 0
     size = f"-{args.resolution[1]}x{args.resolution[0]}" if args.resolution else ""
     out = args.out or Path("bench") / f"{config.shapes}-{config.device}{size}"
     _check_out_folder(out)
@@ -487,6 +492,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--headline", action="store_true", help="only the headline, when time is short: time to "
                        "first token at the smallest keep end to end, decode, the first request, the vision graph's "
                        "profile, and transformers with every token")  # fmt: skip
+    bench.add_argument("--dry-run", action="store_true", help="build nothing: the stages, whether each is cached, "
+                       "exact parameter counts and each artifact's size (to fit a machine or a GPU host's window)")
     bench.add_argument("--out", type=Path, help="where bench.json/.md/.png go (default bench/<shapes>-<device>)")
     bench.add_argument("--quiet", action="store_true")
     bench.set_defaults(func=cmd_bench)

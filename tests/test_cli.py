@@ -198,3 +198,18 @@ def test_a_gpu_benchs_checkpoint_is_saved_in_float16(tmp_path, monkeypatch):
     assert (fp16 / "model.safetensors").stat().st_size < 0.6 * (fp32 / "model.safetensors").stat().st_size
     with pytest.raises(Exception, match="unknown device"):
         shapes.checkpoint("llava-next-1b", device="tpu")
+
+
+def test_bench_dry_run_sizes_a_gpu_run_without_building(tmp_path, monkeypatch, capsys):
+    """`adafv bench --dry-run` counts the parameters from the configs on the meta device (no weights) and sizes
+    each artifact; the counts are the published ones of the models whose shapes these are."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert main(["bench", "--shapes", "llava-next-7b", "--device", "cuda", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "Parameters (exact, from the configs): 7.57 B" in out  # llava-v1.6-mistral-7b-hf: 7.57 B
+    assert "| random-weight checkpoint | 15.13 GB | no | made on the GPU in float16 |" in out
+    assert not (tmp_path / "cache" / "adafv").exists()  # nothing made
+    assert main(["bench", "--shapes", "qwen2.5-vl-7b", "--device", "cuda", "--dry-run"]) == 0
+    assert "8.29 B" in capsys.readouterr().out  # Qwen2.5-VL-7B-Instruct: 8.29 B
+    assert main(["bench", "--quick", "--dry-run"]) == 2  # the twins are registered models: one line, exit 2
+    assert "--dry-run sizes real shapes" in capsys.readouterr().err
