@@ -20,7 +20,9 @@ flavours chosen by the bundle's target:
   with 7-bit weights, 0.91 with 8-bit. A full-range graph is run only on CPUs with integer dot products (the
   runtime falls back to the FP32 graph elsewhere: `adafv.runtime.placement`).
  The pixel table, the selection subgraph (saliency row, relevance, AdaFV), every LayerNorm and every Softmax
-stay float32 (excluded by name). MinMax calibration over the feeds, one sample's activations in memory at a time
+stay float32 (excluded by name; a Softmax's input also loses the Q/DQ pair the quantiser puts on the MatMul before
+it, which ONNX Runtime would otherwise fuse into an 8-bit QLinearSoftmax: `float_softmax_inputs`). MinMax
+calibration over the feeds, one sample's activations in memory at a time
 (a CLIP-L graph's intermediate tensors are gigabytes per sample).
 """
 
@@ -44,6 +46,43 @@ def fewest_crops(feed: dict[str, np.ndarray], crops: int) -> dict[str, np.ndarra
     if feed["pixel_values"].shape[0] <= crops or "image_grid" not in feed:
         return feed
     return {**feed, "pixel_values": feed["pixel_values"][:crops], "image_grid": np.array([1, crops - 1], np.int64)}
+
+
+def float_softmax_inputs(model) -> int:
+    """Take the Q/DQ pair off each Softmax's input, in place; returns how many. The quantiser leaves every Softmax
+    itself float32 but quantises the output of the MatMul before it (QK^T), so the graph reads DequantizeLinear ->
+    Softmax -> QuantizeLinear, which ONNX Runtime fuses into QLinearSoftmax: an 8-bit softmax at run time. Fed the
+    MatMul's float output directly, the Softmax stays float32 in the kernels too (the PV MatMul still gets its
+    quantised input)."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+    readers: dict[str, int] = {}
+    for n in model.graph.node:
+        for name in n.input:
+            readers[name] = readers.get(name, 0) + 1
+    dropped, params, count = set(), set(), 0
+    for node in model.graph.node:
+        if node.op_type != "Softmax":
+            continue
+        dq = producer.get(node.input[0])
+        q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+        if q is None or q.op_type != "QuantizeLinear" or readers[dq.output[0]] != 1 or readers[q.output[0]] != 1:
+            continue
+        if not q.name or not dq.name:  # nodes are told apart by name below (the quantiser names every node)
+            continue
+        node.input[0] = q.input[0]  # the float tensor the pair was made from
+        dropped.update((q.name, dq.name))
+        params.update([*q.input[1:], *dq.input[1:]])  # their scales and zero points
+        count += 1
+    if not count:
+        return 0
+    kept = [n for n in model.graph.node if n.name not in dropped]
+    del model.graph.node[:]
+    model.graph.node.extend(kept)
+    used = {name for n in kept for name in n.input}
+    initializers = [t for t in model.graph.initializer if t.name not in params or t.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(initializers)
+    return count
 
 
 def quantize(
@@ -114,6 +153,9 @@ def quantize(
     finally:
         root.setLevel(level)
     model = onnx.load(str(dst), load_external_data=False)
+    unfused = float_softmax_inputs(model)
+    if unfused:
+        onnx.save(model, str(dst))  # the graph only: its weights file is untouched
     ops = [n.op_type for n in model.graph.node]
     return {
         "calibration_samples": len(feeds),
@@ -122,6 +164,7 @@ def quantize(
         "dequantize_nodes": ops.count("DequantizeLinear"),
         "tool": "onnxruntime.quantization.quantize_static",
         "flavour": "U8S8 (ONNX Runtime CPU)" if cpu else "S8S8 symmetric (TensorRT)",
+        "softmax_inputs_kept_float": unfused,
         "weight_bits": 7 if cpu and not full_range else 8,
         "needs_integer_dot_products": bool(cpu and full_range),
     }

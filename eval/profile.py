@@ -62,6 +62,7 @@ def summarize(events: list[dict], selection: set[str] | None = None, graph_nodes
         "kernels_ms": round(total, 3),
         "kernels": len(kernels),
         "ops": ops[:TOP],
+        "op_types": sorted(by_op),
         "other_ops_ms": round(sum(r["ms"] for r in ops[TOP:]), 3),
         "providers_ms": {p: round(v, 3) for p, v in sorted(by_provider.items(), key=lambda kv: -kv[1])},
         "selection_ms": round(chosen, 3),
