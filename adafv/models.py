@@ -66,6 +66,12 @@ REGISTRY: dict[str, ModelSpec] = {
             "llava_next",
             "LLaVA-NeXT trained here on toy-world scenes (offline default)",
         ),
+        ModelSpec(
+            "toyworld-v2-llava-next",
+            PACKAGED + "toyworld-v2-llava-next",
+            "llava_next",
+            "LLaVA-NeXT trained here on toy world v2 (small objects beside a salient distractor)",
+        ),
     ]
 }
 

@@ -1,6 +1,6 @@
 """adafv.checkpoints: model checkpoints shipped inside the package, found through importlib.resources. Holds
-`toyworld-llava-next`, the small LLaVA-NeXT trained on toy-world scenes (see its model card, README.md in its folder),
-which the registry names `toyworld-llava-next`."""
+`toyworld-llava-next` and `toyworld-v2-llava-next`, small LLaVA-NeXTs trained on toy-world v1 and v2 scenes (see
+each one's model card, README.md in its folder), which the registry names after their folders."""
 
 from __future__ import annotations
 

@@ -65,7 +65,8 @@ def test_data_ships_in_the_package():
     from adafv.models import resolve
 
     assert path("rocket.jpg").is_file() and path("toyworld.png").is_file()
-    assert (Path(resolve("toyworld-llava-next").source) / "model.safetensors").is_file()
+    for name in ("toyworld-llava-next", "toyworld-v2-llava-next"):
+        assert (Path(resolve(name).source) / "model.safetensors").is_file(), name
 
 
 def test_version_has_one_source():

@@ -37,13 +37,13 @@ from pathlib import Path
 import torch
 
 from ..stats import mcnemar, wilson
-from . import scenes
+from . import scenes, world, world_of
 
 METHODS = ("full", "adafv", "adafv-paper", "adafv-rows", "fastervlm", "fastervlm-rows", "dart", "divprune",
            "visionzip", "text", "random")  # fmt: skip
 ROWS = "-rows"  # the kept tokens in grid rows, with the model's image_newline after each kept row
 KEEPS = (50, 25, 10, 5)  # percent of each sample's visual tokens N*P
-QUESTIONS = 600
+QUESTIONS = {"v1": 600, "v2": 1800}  # held-out questions of the committed measurement, per world
 MAX_NEW_TOKENS = 3
 LABELS = {
     "full": "full (all tokens)",
@@ -59,17 +59,18 @@ LABELS = {
     "random": "random",
 }
 METRICS_FILE = "metrics.json"
-NON_SALIENT = 0.5  # a question's target is "not salient" when all its patches lie in the image's less salient half
+NON_SALIENT = 0.75  # a question's target is "not salient" when none of its patches is in the image's top quarter
 PAIRED_KEEPS = (10, 5)  # adafv against each baseline on the same questions at these keeps
 
 
 @functools.cache
-def blind_answers(samples: int = 1000) -> dict[tuple[str, str], str]:
+def blind_answers(samples: int = 1000, world_name: str = "v1") -> dict[tuple[str, str], str]:
     """The answer a model that never looks at the image would give: the most common answer of each (kind, size)
-    over `samples` training samples (seeds 0 ..). The floor every method's accuracy should be read against."""
+    over `samples` training samples (seeds 0 ..) of a world. The floor every method's accuracy is read against."""
     counts: dict[tuple[str, str], collections.Counter] = collections.defaultdict(collections.Counter)
+    W = world(world_name)
     for seed in range(samples):
-        _, question = scenes.sample(seed)
+        _, question = W.sample(seed)
         counts[(question.kind, question.size)][question.answer] += 1
     return {key: c.most_common(1)[0][0] for key, c in counts.items()}
 
@@ -99,14 +100,15 @@ SPECS = {  # each method of the table as an `adafv eval` method: the compact lay
 
 def measure(
     reference,
-    n: int = QUESTIONS,
+    n: int | None = None,
     methods=METHODS,
     keeps=KEEPS,
     start: int = 0,
     progress: bool = True,
     diagnostics: bool = True,
 ) -> list[dict]:
-    """Answer held-out questions start .. start+n-1 with every method and keep; one record per question.
+    """Answer held-out questions start .. start+n-1 (n: the world's QUESTIONS by default) of the world the model
+    was trained on with every method and keep; one record per question.
 
     The answers are `adafv eval`'s (`adafv.eval.vqa.evaluate` on the questions exported as its JSONL, no suffix,
     3 new tokens, keeps as shares of each image's tokens); this adds what only the toy world knows: the `blind` and
@@ -118,10 +120,12 @@ def measure(
 
     from .export import export
 
+    W = world_of(reference.loaded.spec.source)
+    n = QUESTIONS[W.NAME] if n is None else n
     runs = {method: SPECS[method] for method in methods if method != "full"}
     shares = {keep: f"{keep:g}%" for keep in keeps}
     with tempfile.TemporaryDirectory(prefix="adafv-toyworld-") as tmp:
-        data = export(Path(tmp) / "data", questions=n, start=start)
+        data = export(Path(tmp) / "data", questions=n, start=start, world=W)
         out = Path(tmp) / "eval"
         vqa.evaluate(reference, data, list(runs.values()), list(shares.values()), out, MAX_NEW_TOKENS, suffix="",
                      progress=progress, full="full" in methods)  # fmt: skip
@@ -134,7 +138,7 @@ def measure(
     P = side * side
     records = []
     with torch.no_grad():
-        for i, (scene, question) in enumerate(scenes.heldout(n, start), start=start):
+        for i, (scene, question) in enumerate(W.heldout(n, start), start=start):
             ident = str(i - start)  # the exported line's id
             N = next(iter(rows.values()))[ident]["visual_tokens"] // P
             record = {
@@ -152,7 +156,7 @@ def measure(
                 prepared = reference.prepare(scene.image, question.text)
                 tokens, saliency, _ = reference.scores(prepared)  # (N, P, D), (N, P)
             if "full" in methods:
-                record["answers"]["blind"] = blind_answers().get((question.kind, question.size), "")
+                record["answers"]["blind"] = blind_answers(world_name=W.NAME).get((question.kind, question.size), "")
                 every = torch.arange(N * P)[None]  # (1, N*P): keep everything, but in the reduced sequences' layout
                 flat = tokens.reshape(N * P, -1)
                 visual = flat.index_select(0, reading_order(every, side, prepared.grid[1])[0])
@@ -189,8 +193,10 @@ def _mean(values) -> float | None:
     return round(100 * sum(values) / len(values), 1) if values else None
 
 
-def summarize(records: list[dict]) -> dict:
-    """Accuracy (%) per method key overall / small / large / per kind; target coverage (%) per key."""
+def summarize(records: list[dict], kinds=None) -> dict:
+    """Accuracy (%) per method key overall / small / large / per kind (`kinds`: the world's KINDS, by default v1's
+    and any other the records have); target coverage (%) per key."""
+    kinds = list(kinds or dict.fromkeys([*scenes.KINDS, *(r["kind"] for r in records)]))
     keys = list(records[0]["answers"]) if records else []
     table = {}
     for key in keys:
@@ -198,8 +204,11 @@ def summarize(records: list[dict]) -> dict:
         row = {"all": _mean(ok for _, ok in right)}
         for size in scenes.SIZES:
             row[size] = _mean(ok for r, ok in right if r["size"] == size)
-        for kind in scenes.KINDS:
+        for kind in kinds:
             row[kind] = _mean(ok for r, ok in right if r["kind"] == kind)
+            of_kind = [ok for r, ok in right if r["kind"] == kind]
+            if of_kind:
+                row[f"{kind}_ci95"] = [round(100 * v, 1) for v in wilson(sum(of_kind), len(of_kind))]
             for size in scenes.SIZES:
                 row[f"{kind}/{size}"] = _mean(ok for r, ok in right if r["kind"] == kind and r["size"] == size)
         added = [r["newlines"][key] for r in records if key in r.get("newlines", {})]
@@ -220,6 +229,8 @@ def summarize(records: list[dict]) -> dict:
         table[key] = row
     out = {
         "questions": len(records),
+        "kinds": kinds,
+        "per_kind": {kind: sum(r["kind"] == kind for r in records) for kind in kinds},
         "small": sum(r["size"] == "small" for r in records),
         "large": sum(r["size"] == "large" for r in records),
         "mean_visual_tokens": round(sum(r["num_visual_tokens"] for r in records) / max(1, len(records)), 1),
@@ -261,13 +272,13 @@ def paired(records: list[dict], keeps=PAIRED_KEEPS) -> dict[str, dict]:
     return out
 
 
-def _cell(row: dict | None, kind: str | None = None) -> str:
-    """`all (small / large)` of one row, over every question or over one kind's."""
+def _cell(row: dict | None, kind: str | None = None, split: bool = True) -> str:
+    """`all (small / large)` of one row (`all` alone without `split`), over every question or over one kind's."""
     if row is None:
         return "–"
     keys = ("all", "small", "large") if kind is None else (kind, f"{kind}/small", f"{kind}/large")
     whole, small, large = (f"{row[k]:.1f}" if row.get(k) is not None else "–" for k in keys)
-    return f"{whole} ({small} / {large})"
+    return f"{whole} ({small} / {large})" if split else whole
 
 
 def _pct(value: float | None) -> str:
@@ -288,7 +299,7 @@ def _label(key: str) -> str:
     return f"{LABELS[method]}, keep {percent}%"
 
 
-def _accuracy_rows(acc: dict, methods, keeps, kind: str | None = None) -> list[str]:
+def _accuracy_rows(acc: dict, methods, keeps, kind: str | None = None, split: bool = True) -> list[str]:
     """Rows of the method x keep table (references and full in the `all tokens` column)."""
     dashes = " – |" * len(keeps)
     lines = [
@@ -296,14 +307,14 @@ def _accuracy_rows(acc: dict, methods, keeps, kind: str | None = None) -> list[s
         "|---" * (2 + len(keeps)) + "|",
     ]
     if "blind" in acc:
-        lines.append(f"| {REFERENCE_ROWS['blind']} | {_cell(acc['blind'], kind)} |" + dashes)
+        lines.append(f"| {REFERENCE_ROWS['blind']} | {_cell(acc['blind'], kind, split)} |" + dashes)
     for method in methods:
         if method == "full":
-            lines.append(f"| {LABELS[method]} | {_cell(acc.get('full'), kind)} |" + dashes)
+            lines.append(f"| {LABELS[method]} | {_cell(acc.get('full'), kind, split)} |" + dashes)
             if "layout" in acc:
-                lines.append(f"| {REFERENCE_ROWS['layout']} | {_cell(acc['layout'], kind)} |" + dashes)
+                lines.append(f"| {REFERENCE_ROWS['layout']} | {_cell(acc['layout'], kind, split)} |" + dashes)
         else:
-            cells = " | ".join(_cell(acc.get(f"{method}@{k}"), kind) for k in keeps)
+            cells = " | ".join(_cell(acc.get(f"{method}@{k}"), kind, split) for k in keeps)
             lines.append(f"| {LABELS[method]} | – | {cells} |")
     return lines
 
@@ -312,28 +323,48 @@ def markdown(summary: dict, methods=METHODS, keeps=KEEPS) -> str:
     """The accuracy-vs-keep table (cells `all (small / large)` in %), the same table for colour questions, the
     accuracy by question kind, the target coverage and where the saliency looks."""
     acc = summary["accuracy"]
+    kinds = summary.get("kinds", scenes.KINDS)
+    split = summary["large"] > 0  # v1 asks about the large object too: cells split small / large
+    if split:
+        about = (f"({summary['small']} about small objects, {summary['large']} about the large one); cells: all "
+                 "(small / large)")  # fmt: skip
+    else:
+        counts = summary.get("per_kind", {})
+        about = "(all about small objects: " + ", ".join(f"{counts.get(k, 0)} {k}" for k in kinds) + ")"
     lines = [
-        f"Accuracy (%) on {summary['questions']} held-out questions ({summary['small']} about small objects, "
-        f"{summary['large']} about the large one); cells: all (small / large). `keep` is a share of each image's "
+        f"Accuracy (%) on {summary['questions']} held-out questions {about}. `keep` is a share of each image's "
         f"N*P visual tokens (mean N*P = {summary['mean_visual_tokens']:.0f}). Rows without 'rows layout' feed the "
         "kept tokens in the compact layout (reading order, no newline tokens: the paper's setting); adafv's default "
         "is now the rows layout.",
         "",
-        *_accuracy_rows(acc, methods, keeps),
+        *_accuracy_rows(acc, methods, keeps, split=split),
     ]
-    ends = list(dict.fromkeys((keeps[0], keeps[-1]))) if keeps else []
+    ends = list(dict.fromkeys((keeps[0], keeps[-1]) if split else keeps)) if keeps else []
     rows = [k for k in ("blind", "full", "layout", *(f"{m}@{k}" for m in methods for k in ends)) if k in acc]
     if rows:
         lines += [
             "",
-            "By question kind (%), at the largest and the smallest keep:",
+            "By question kind (%), at the largest and the smallest keep:" if split else "By question kind (%):",
             "",
-            "| | " + " | ".join(scenes.KINDS) + " |",
-            "|---" * (1 + len(scenes.KINDS)) + "|",
+            "| | " + " | ".join(kinds) + " |",
+            "|---" * (1 + len(kinds)) + "|",
         ]
         for key in rows:
-            lines.append(f"| {_label(key)} | " + " | ".join(_pct(acc[key].get(kind)) for kind in scenes.KINDS) + " |")
-    if "full" in methods and len(keeps):
+            lines.append(f"| {_label(key)} | " + " | ".join(_pct(acc[key].get(kind)) for kind in kinds) + " |")
+    if not split and "full" in acc and "blind" in acc:
+        margin = " | ".join(f"{acc['full'][k] - acc['blind'][k]:+.1f}" if acc["full"].get(k) is not None
+                            and acc["blind"].get(k) is not None else "–" for k in kinds)  # fmt: skip
+        lines += [
+            "",
+            "Every token, by kind, with 95% intervals (Wilson), and the margin over a model that never looks:",
+            "",
+            "| | " + " | ".join(kinds) + " |",
+            "|---" * (1 + len(kinds)) + "|",
+            f"| {LABELS['full']} | " + " | ".join(_interval(acc["full"], k) for k in kinds) + " |",
+            f"| {REFERENCE_ROWS['blind']} | " + " | ".join(_pct(acc["blind"].get(k)) for k in kinds) + " |",
+            f"| margin (points) | {margin} |",
+        ]
+    if "full" in methods and len(keeps) and split:
         lines += ["", "Colour questions only (%): cells: all (small / large).", ""]
         lines += _accuracy_rows(acc, methods, keeps, kind="color")
     cover = [m for m in methods if m != "full" and "target_coverage" in acc.get(f"{m}@{keeps[0]}", {})]
@@ -375,7 +406,7 @@ def markdown(summary: dict, methods=METHODS, keeps=KEEPS) -> str:
 
 
 def _interval(row: dict | None, key: str = "") -> str:
-    """`accuracy [low, high]` of a row (its non-salient slice with key "non_salient")."""
+    """`accuracy [low, high]` of a row (its non-salient slice with key "non_salient", one kind with its name)."""
     value, ci = (row or {}).get(key or "all"), (row or {}).get(f"{key}_ci95" if key else "ci95")
     return "–" if value is None or ci is None else f"{value:.1f} [{ci[0]:.1f}, {ci[1]:.1f}]"
 
@@ -405,15 +436,21 @@ def _intervals(summary: dict, methods, keeps) -> list[str]:
     quartiles = summary.get("target_salience_quartiles")
     if not n and quartiles:
         best, mean = quartiles["best"], quartiles["mean"]
-        lines += ["", f"The non-salient slice is empty: no question's target object lies wholly in the image's less "
-                  f"salient half by [CLS] attention. Where targets rank (the share of the image's patches less salient "
-                  f"than the target's best patch; quartiles): {best[0]:.2f} / {best[1]:.2f} / {best[2]:.2f}; its "
-                  f"patches on average: {mean[0]:.2f} / {mean[1]:.2f} / {mean[2]:.2f}. The scenes do not yet test "
-                  "the claim that text relevance rescues non-salient objects."]  # fmt: skip
+        lines += ["", f"The non-salient slice is empty: every question's target object has a patch in the image's "
+                  f"top {1 - NON_SALIENT:.0%} by [CLS] attention. Where targets rank (the share of the image's "
+                  f"patches less salient than the target's best patch; quartiles): {best[0]:.2f} / {best[1]:.2f} / "
+                  f"{best[2]:.2f}; its patches on average: {mean[0]:.2f} / {mean[1]:.2f} / {mean[2]:.2f}. The "
+                  "scenes do not yet test the claim that text relevance rescues non-salient objects."]  # fmt: skip
     if n:
-        lines += ["", f"The non-salient slice: {n} questions whose target object has no patch in the image's more "
-                  f"salient half by [CLS] attention (saliency rank below {NON_SALIENT:.0%}); accuracy (%) with 95% "
-                  "intervals:", "", *header, *rows("non_salient")]  # fmt: skip
+        where = ""
+        if quartiles:
+            best = quartiles["best"]
+            where = (f" Where all targets rank (the share of the image's patches less salient than the target's best "
+                     f"patch; quartiles): {best[0]:.2f} / {best[1]:.2f} / {best[2]:.2f}.")  # fmt: skip
+        lines += ["", f"The non-salient slice: {n} questions whose target object has no patch in the image's top "
+                  f"{1 - NON_SALIENT:.0%} by [CLS] attention (a saliency-only selection keeping {1 - NON_SALIENT:.0%} "
+                  f"or less keeps none of it).{where} Accuracy (%) with 95% intervals:", "", *header,
+                  *rows("non_salient")]  # fmt: skip
     tests = summary.get("paired") or {}
     if tests:
         lines += ["", "adafv against each baseline on the same questions (exact McNemar test): accuracy difference "
@@ -443,8 +480,24 @@ def _write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def write_card(model_dir: Path, table: str, summary: dict, command: str) -> None:
-    """Put the table between the card's result markers and the numbers into metrics.json next to the weights."""
+SLICE = 300  # the first held-out questions whose answers the card keeps for CI to reproduce (slice.json)
+SLICE_KEYS = ("full", "adafv@10", "fastervlm@10", "text@10", "divprune@10", "random@10")
+SLICE_FILE = "slice.json"
+
+
+def reproduce_slice(reference, model_dir: Path) -> tuple[dict, dict]:
+    """Answer the card's slice again: (stated, measured), each {key: [answer of question 0 .. SLICE-1]}."""
+    stated = json.loads((model_dir / SLICE_FILE).read_text())
+    methods = tuple(dict.fromkeys(key.split("@")[0] for key in stated["answers"]))
+    keeps = tuple(sorted({int(key.split("@")[1]) for key in stated["answers"] if "@" in key}))
+    records = measure(reference, stated["questions"], methods, keeps, progress=False, diagnostics=False)
+    measured = {key: [r["answers"][key] for r in records] for key in stated["answers"]}
+    return stated["answers"], measured
+
+
+def write_card(model_dir: Path, table: str, summary: dict, command: str, records: list[dict] | None = None) -> None:
+    """Put the table between the card's result markers and the numbers into metrics.json next to the weights; with
+    `records`, the answers of the first SLICE questions under SLICE_KEYS into slice.json (what CI reproduces)."""
     from .train import RESULTS_BEGIN, RESULTS_END
 
     card = model_dir / "README.md"
@@ -453,16 +506,24 @@ def write_card(model_dir: Path, table: str, summary: dict, command: str) -> None
         text = text.rstrip("\n") + f"\n\n{RESULTS_BEGIN}\n{RESULTS_END}\n"
     _write(card, _splice(text, RESULTS_BEGIN, RESULTS_END, f"{table}\n\nReproduce:\n\n```bash\n{command}\n```"))
     _write(model_dir / METRICS_FILE, json.dumps({"command": command, **summary}, indent=2) + "\n")
+    if records and all(key in records[0]["answers"] for key in SLICE_KEYS):
+        answers = {key: [r["answers"][key] for r in records[:SLICE]] for key in SLICE_KEYS}
+        truth = [r["answer"] for r in records[:SLICE]]
+        body = {"questions": min(SLICE, len(records)), "truth": truth, "answers": answers}
+        _write(model_dir / SLICE_FILE, json.dumps(body) + "\n")
 
 
 README_BEGIN, README_END = "<!-- toyworld:begin -->", "<!-- toyworld:end -->"
+MARKERS = {"v1": (README_BEGIN, README_END), "v2": ("<!-- toyworld-v2:begin -->", "<!-- toyworld-v2:end -->")}
 
 
-def write_readme(readme: Path, table: str, command: str, seconds: float) -> bool:
-    """Put the table and its command between the README's toyworld markers; False when the markers are missing."""
+def write_readme(readme: Path, table: str, command: str, seconds: float, world_name: str = "v1") -> bool:
+    """Put the table and its command between the README's markers of the world (`MARKERS`); False when the markers
+    are missing."""
     minutes = max(1, round(seconds / 60))
     how = f"Reproduce (about {minutes} min on 2 CPU cores):\n\n```bash\n{command}\n```"
-    text = _splice(readme.read_text() if readme.is_file() else "", README_BEGIN, README_END, f"{table}\n\n{how}")
+    begin, end = MARKERS[world_name]
+    text = _splice(readme.read_text() if readme.is_file() else "", begin, end, f"{table}\n\n{how}")
     if text is None:
         return False
     _write(readme, text)
@@ -472,7 +533,8 @@ def write_readme(readme: Path, table: str, command: str, seconds: float) -> bool
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m adafv.eval.toyworld.evaluate", description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="toyworld-llava-next", help="registered name or checkpoint directory")
-    parser.add_argument("--questions", type=int, default=QUESTIONS, help="held-out questions (the first n)")
+    parser.add_argument("--questions", type=int, default=None,
+                        help=f"held-out questions (the first n; default per world: {QUESTIONS})")  # fmt: skip
     parser.add_argument("--start", type=int, default=0, help="index of the first held-out question")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--keeps", nargs="+", type=float, default=list(KEEPS), help="percent of visual tokens")
@@ -485,16 +547,17 @@ def main(argv=None) -> int:
     keeps = [int(k) if float(k).is_integer() else k for k in args.keeps]
     if args.readme and not args.card:
         parser.error("--readme needs --card (the README shows the card's full measurement)")
-    if args.card and (args.questions < 500 or args.start != 0 or set(args.methods) != set(METHODS)):
-        parser.error("--card needs the whole measurement: --questions >= 500, --start 0, every method")
-
     from adafv.pipeline import Reference
 
     torch.set_num_threads(args.threads)
     reference = Reference.load(args.model)
+    W = world_of(reference.loaded.spec.source)
+    n = QUESTIONS[W.NAME] if args.questions is None else args.questions
+    if args.card and (n < QUESTIONS[W.NAME] or args.start != 0 or set(args.methods) != set(METHODS)):
+        parser.error(f"--card needs the whole measurement: --questions >= {QUESTIONS[W.NAME]}, --start 0, every method")
     t0 = time.perf_counter()
-    records = measure(reference, args.questions, args.methods, keeps, args.start, progress=not args.quiet)
-    summary = summarize(records)
+    records = measure(reference, n, args.methods, keeps, args.start, progress=not args.quiet)
+    summary = summarize(records, W.KINDS)
     summary["seconds"] = round(time.perf_counter() - t0, 1)
     table = markdown(summary, [m for m in METHODS if m in args.methods], keeps)
     print(table)
@@ -505,11 +568,11 @@ def main(argv=None) -> int:
         command = ".venv/bin/python -m adafv.eval.toyworld.evaluate " + " ".join(
             a for a in (argv if argv is not None else sys.argv[1:]) if a != "--quiet"
         )
-        write_card(model_dir, table, summary, command.strip())
+        write_card(model_dir, table, summary, command.strip(), records)
         print(f"wrote {model_dir / 'README.md'} and {model_dir / METRICS_FILE}", file=sys.stderr)
         if args.readme:
-            if not write_readme(Path(args.readme), table, command.strip(), summary["seconds"]):
-                parser.error(f"{args.readme} has no {README_BEGIN} ... {README_END} markers")
+            if not write_readme(Path(args.readme), table, command.strip(), summary["seconds"], W.NAME):
+                parser.error(f"{args.readme} has no {' ... '.join(MARKERS[W.NAME])} markers")
             print(f"wrote {args.readme}", file=sys.stderr)
     return 0
 

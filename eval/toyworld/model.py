@@ -13,18 +13,20 @@ from pathlib import Path
 
 from adafv.tiny import CHAT_TEMPLATE, SPECIAL_TOKENS  # LLaVA's `USER: <image>\n... ASSISTANT:` template
 
-from .scenes import CROP, PATCH, PINPOINTS, WORDS
+from . import scenes
+from .scenes import CROP, PATCH
 
 VISION = dict(hidden_size=96, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4)
 TEXT = dict(hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4)
 
 
-def build_tokenizer():
+def build_tokenizer(words=scenes.WORDS):
     """A `tokenizers.Tokenizer`: one id per word of the toy vocabulary (WordLevel), '?', '.' and ',' split off,
-    `<s>` prepended. Ids: the special tokens first (<unk> 0, <s> 1, </s> 2, <pad> 3, <image> 4), then WORDS."""
+    `<s>` prepended. Ids: the special tokens first (<unk> 0, <s> 1, </s> 2, <pad> 3, <image> 4), then `words` (a
+    world's WORDS)."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
 
-    vocab = {w: i for i, w in enumerate(SPECIAL_TOKENS + WORDS)}
+    vocab = {w: i for i, w in enumerate(SPECIAL_TOKENS + list(words))}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Split(Regex(r"[?.,]"), behavior="isolated")]
@@ -37,12 +39,12 @@ def build_tokenizer():
     return tok
 
 
-def hf_tokenizer():
+def hf_tokenizer(words=scenes.WORDS):
     """The word-level tokenizer as a transformers fast tokenizer with LLaVA's special tokens."""
     from transformers import PreTrainedTokenizerFast
 
     return PreTrainedTokenizerFast(
-        tokenizer_object=build_tokenizer(),
+        tokenizer_object=build_tokenizer(words),
         bos_token="<s>",
         eos_token="</s>",
         unk_token="<unk>",
@@ -52,18 +54,20 @@ def hf_tokenizer():
     )
 
 
-def build(seed: int = 0, vision: dict | None = None, text: dict | None = None):
-    """A freshly initialised (model, processor); `vision` / `text` override entries of VISION / TEXT."""
+def build(seed: int = 0, vision: dict | None = None, text: dict | None = None, world=scenes):
+    """A freshly initialised (model, processor) for a world (`scenes` or `scenes_v2`: its vocabulary and anyres
+    grids); `vision` / `text` override entries of VISION / TEXT."""
     from adafv import archs
 
-    tokenizer = hf_tokenizer()
+    tokenizer = hf_tokenizer(world.WORDS)
     vision_config = {**VISION, **(vision or {}), "image_size": CROP, "patch_size": PATCH,
                      "projection_dim": VISION["hidden_size"]}  # fmt: skip
     text_config = {**TEXT, **(text or {}), "vocab_size": len(tokenizer), "max_position_embeddings": 1024,
                    "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
                    "pad_token_id": tokenizer.pad_token_id, "tie_word_embeddings": False}  # fmt: skip
-    model, processor = archs.get("llava_next").build(vision_config, text_config, tokenizer, seed=seed,
-                                                     chat_template=CHAT_TEMPLATE, pinpoints=PINPOINTS)  # fmt: skip
+    model, processor = archs.get("llava_next").build(
+        vision_config, text_config, tokenizer, seed=seed, chat_template=CHAT_TEMPLATE, pinpoints=world.PINPOINTS
+    )
     model.train()  # as a fresh module is, for training
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id

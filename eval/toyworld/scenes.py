@@ -29,6 +29,7 @@ import random
 import numpy as np
 from PIL import Image, ImageDraw
 
+NAME = "v1"
 CROP = 64  # side of one anyres crop in pixels (the tower's image_size)
 PATCH = 8  # the tower's patch size: P = (64/8)^2 = 64 patches per crop
 GRIDS = ((1, 2), (2, 1), (2, 2), (3, 1), (1, 3))  # (rows, cols) of high-resolution crops, LLaVA-NeXT's pinpoints
@@ -118,10 +119,11 @@ class Scene:
         return " , ".join(o.words() for o in [self.large, *small]) + " ."
 
 
-def best_grid(height: int, width: int) -> tuple[int, int]:
-    """The (rows, cols) anyres picks for an image (transformers' `select_best_resolution` over PINPOINTS)."""
+def best_grid(height: int, width: int, pinpoints=None, grids=None) -> tuple[int, int]:
+    """The (rows, cols) anyres picks for an image (transformers' `select_best_resolution` over `pinpoints`, by
+    default this world's PINPOINTS, whose grids are `grids`)."""
     best, best_eff, best_waste = None, 0, math.inf
-    for (h, w), grid in zip(PINPOINTS, GRIDS):
+    for (h, w), grid in zip(pinpoints or PINPOINTS, grids or GRIDS):
         scale = min(w / width, h / height)
         eff = min(int(width * scale) * int(height * scale), width * height)
         waste = w * h - eff
@@ -200,18 +202,19 @@ def _clutter(rng: np.random.Generator, draw: ImageDraw.ImageDraw, height: int, w
 # -- scenes ------------------------------------------------------------------------------------------------------
 
 
-def _image_size(rng: random.Random) -> tuple[int, int, tuple[int, int], float]:
-    """(height, width, grid, scale): an image whose anyres grid is one of GRIDS, 0.75-1.0x the pinpoint's size.
+def _image_size(rng: random.Random, grids=GRIDS, scales=(0.75, 1.0), aspects=(0.92, 1.08), pick=None):
+    """(height, width, grid, scale): an image whose anyres grid (by `pick`, this world's best_grid by default) is
+    one of `grids`, 0.75-1.0x (`scales`) the pinpoint's size.
 
     Larger images would let anyres prefer the bigger grids (2x2, 3x1, 1x3) over 1x2 and 2x1; at or below the
     pinpoint's size every grid occurs, and the high-resolution crops upsample the image by 1/scale.
     """
     while True:
-        grid = rng.choice(GRIDS)
-        scale, aspect = rng.uniform(0.75, 1.0), rng.uniform(0.92, 1.08)
+        grid = rng.choice(grids)
+        scale, aspect = rng.uniform(*scales), rng.uniform(*aspects)
         height = round(grid[0] * CROP * scale * math.sqrt(aspect))
         width = round(grid[1] * CROP * scale / math.sqrt(aspect))
-        if best_grid(height, width) == grid:
+        if (pick or best_grid)(height, width) == grid:
             return height, width, grid, scale
 
 
@@ -252,12 +255,20 @@ def make_scene(seed: int) -> Scene:
         objects.append(Obj(shape, colour, "small", x, y, d, quadrant(x, y, width, height)))
         taken.append((x, y, d / 2))
 
-    # render at 2x and downsample (anti-aliasing); the label map is drawn at 1x
+    image, labels = render(nrng, height, width, objects)
+    return Scene(seed, image, labels, objects, grid)
+
+
+def render(nrng: np.random.Generator, height: int, width: int, objects: list[Obj], extra=()):
+    """-> (image, label map (H, W) uint8): the textured background, the muted clutter, each of `extra` (callables
+    drawing like `_clutter`), then the objects; drawn at 2x and downsampled (anti-aliasing), the label map at 1x."""
     f = 2
     background = _background(nrng, height, width).astype(np.uint8)  # (H, W, 3)
     canvas = Image.fromarray(background).resize((width * f, height * f), Image.NEAREST)
     draw = ImageDraw.Draw(canvas)
     _clutter(nrng, draw, height, width, f)
+    for layer in extra:
+        layer(nrng, draw, height, width, f)
     labels = Image.new("L", (width, height), 0)
     label_draw = ImageDraw.Draw(labels)
     for i, o in enumerate(objects):
@@ -265,8 +276,7 @@ def make_scene(seed: int) -> Scene:
         fill = tuple(int(v) for v in np.clip(np.asarray(COLORS[o.color]) + jitter, 0, 255))
         _draw(draw, o.shape, o.x * f, o.y * f, o.diameter / 2 * f, fill)
         _draw(label_draw, o.shape, o.x, o.y, o.diameter / 2, i + 1)
-    image = canvas.resize((width, height), Image.BOX)
-    return Scene(seed, image, np.asarray(labels), objects, grid)
+    return canvas.resize((width, height), Image.BOX), np.asarray(labels)
 
 
 # -- questions ---------------------------------------------------------------------------------------------------
@@ -324,9 +334,14 @@ def ask(scene: Scene, rng: random.Random, kinds=KINDS, small_fraction: float = S
 def questions(scene: Scene, rng: random.Random, n: int, **distribution) -> list[Question]:
     """Up to n distinct questions about one scene (for multi-turn training conversations); `distribution` goes to
     `ask` (kinds, small_fraction)."""
+    return distinct(ask, scene, rng, n, **distribution)
+
+
+def distinct(ask_one, scene: Scene, rng: random.Random, n: int, **distribution) -> list[Question]:
+    """Up to n distinct questions drawn by `ask_one(scene, rng, **distribution)` (a world's `ask`)."""
     out: list[Question] = []
     for _ in range(4 * n):
-        q = ask(scene, rng, **distribution)
+        q = ask_one(scene, rng, **distribution)
         if all(q.text != o.text for o in out):
             out.append(q)
         if len(out) == n:
@@ -340,7 +355,8 @@ def sample(seed: int) -> tuple[Scene, Question]:
     return scene, ask(scene, random.Random(seed * 7919 + 17))
 
 
-def heldout(n: int, start: int = 0):
-    """The fixed held-out set: samples HELDOUT_SEED + start ... + start + n - 1 (a generator of (scene, question))."""
+def heldout(n: int, start: int = 0, sample_one=None):
+    """The fixed held-out set: samples HELDOUT_SEED + start ... + start + n - 1 (a generator of (scene, question));
+    `sample_one` is a world's `sample` (v1's by default)."""
     for i in range(start, start + n):
-        yield sample(HELDOUT_SEED + i)
+        yield (sample_one or sample)(HELDOUT_SEED + i)
