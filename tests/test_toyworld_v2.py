@@ -132,6 +132,45 @@ def test_grounding_is_lowest_when_each_token_names_its_object():
     assert acc == 1.0 and float(good) < 0.5 * float(bad)
 
 
+def test_position_grounding_names_the_quadrant_on_base_views_only():
+    """With position grounding, a base-view token must also name its object's quadrant word; tokens of the
+    high-resolution crops are not asked to (they cannot know which part of the image their crop shows)."""
+    import torch
+    import torch.nn.functional as F
+
+    from adafv.eval.toyworld.model import hf_tokenizer
+    from adafv.eval.toyworld.train import Grounding, quadrant_table
+
+    torch.manual_seed(1)
+    tok = hf_tokenizer(v2.WORDS)
+    D = 48
+    embed = torch.nn.Embedding(len(tok), D)
+    ground = Grounding(tok, D, position=True)
+    word = lambda w: F.normalize(embed.weight[tok.convert_tokens_to_ids(w)], dim=0)  # noqa: E731
+    target = torch.zeros(2, 4, 3, dtype=torch.long)  # (M, P, 3): crop 0 base view, crop 1 a high-res crop
+    target[:, 1] = torch.tensor([2, 3, 1])  # green triangle under patch 1 of both crops
+    quadrant = torch.zeros(2, 4, dtype=torch.long)
+    quadrant[:, 1] = 4  # bottom-right
+    base = torch.tensor([True, False])
+    with torch.no_grad():
+        background = F.normalize(ground.none[0], dim=0) + F.normalize(ground.none[1], dim=0)  # (D,)
+        tokens = background.expand(2, 4, D).clone()  # (M, P, D)
+        tokens[0, :] += F.normalize(ground.none_quadrant[0], dim=0)
+        tokens[:, 1] = word("green") + word("triangle")
+        named = tokens.clone()
+        named[0, 1] = named[0, 1] + word("bottom-right")  # the base view's object token names its quadrant
+        with_quadrant, acc = ground(embed, named, target, base, quadrant)
+        without, acc_without = ground(embed, tokens, target, base, quadrant)
+    assert acc == 1.0 and acc_without == 0.5  # the base view's object token misses its quadrant without it
+    assert float(with_quadrant) < float(without)
+    # quadrant_table: every crop of an image gets its scene's object quadrants
+    scene = v2.make_scene(3)
+    table = quadrant_table([scene], [1 + scene.grid[0] * scene.grid[1]])
+    assert table.shape == (1 + scene.grid[0] * scene.grid[1], 8) and (table == table[0]).all()
+    assert [int(q) for q in table[0, 1 : len(scene.objects) + 1]] == [v2.QUADRANTS.index(o.quadrant) + 1
+                                                                       for o in scene.objects]  # fmt: skip
+
+
 def test_v2_training_smoke_is_read_as_v2(tmp_path):
     import torch
 

@@ -71,6 +71,7 @@ class Settings:
     large_first: float = 0.1  # stage 2 curriculum: this share of the steps asks about the large object only
     warmup: int = 100
     threads: int = 2
+    ground_position: int = 0  # with grounding: base-view tokens also name their object's quadrant word (1 = on)
     ground_weight: float = 0.0  # stages 1 and 2: weight of the grounding term (class Grounding); 0 = v1's training
     vision: dict = dataclasses.field(default_factory=dict)  # overrides of model.VISION
     text: dict = dataclasses.field(default_factory=dict)  # overrides of model.TEXT
@@ -135,6 +136,15 @@ def attribute_table(batch: list[scenes.Scene], counts: list[int]) -> torch.Tenso
         for i, o in enumerate(s.objects):
             table[b, i + 1] = torch.tensor([COLOR_ID[o.color], SHAPE_ID[o.shape], SIZE_ID[o.size]])
     return table.repeat_interleave(torch.tensor(counts), dim=0)  # (M, 8, 3)
+
+
+def quadrant_table(batch: list[scenes.Scene], counts: list[int]) -> torch.Tensor:
+    """(M, 8) per crop: the quadrant id (1-4, QUADRANTS order) of object id 0..7 of its scene (0 = none)."""
+    table = torch.zeros(len(batch), 8, dtype=torch.long)
+    for b, s in enumerate(batch):
+        for i, o in enumerate(s.objects):
+            table[b, i + 1] = scenes.QUADRANTS.index(o.quadrant) + 1
+    return table.repeat_interleave(torch.tensor(counts), dim=0)  # (M, 8)
 
 
 # -- sequences -----------------------------------------------------------------------------------------------------
@@ -213,26 +223,41 @@ class Grounding(nn.Module):
     tokens. Real VLMs get that alignment from captioning at scale; a model of 1.4 M parameters trained for minutes
     does not (v1's text relevance was the worst method), so v2 asks for it directly, in stages 1 and 2."""
 
-    def __init__(self, tokenizer, dim: int):
+    def __init__(self, tokenizer, dim: int, position: bool = False):
         super().__init__()
         self.colour_ids = torch.tensor(tokenizer.convert_tokens_to_ids(list(scenes.COLORS)))  # (5,)
         self.shape_ids = torch.tensor(tokenizer.convert_tokens_to_ids(list(scenes.SHAPES)))  # (4,)
         self.none = nn.Parameter(torch.randn(2, dim) * 0.02)  # (2, D): "no colour", "no shape"
+        if position:  # the base view's tokens also name their object's quadrant (its position embeddings know it)
+            self.quadrant_ids = torch.tensor(tokenizer.convert_tokens_to_ids(list(scenes.QUADRANTS)))  # (4,)
+            self.none_quadrant = nn.Parameter(torch.randn(1, dim) * 0.02)  # (1, D)
 
-    def forward(self, embed: nn.Module, tokens: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, float]:
-        """tokens (M, P, D), target (M, P, 3) (colour, shape, size ids; 0 = none) -> (loss, accuracy on objects)."""
+    def _term(self, v, none, words, y, weight):
+        """Cross-entropy of cosine logits over [none, words] -> (loss, right (n,) bool)."""
+        classes = F.normalize(torch.cat([none, words]), dim=-1)  # (1 + n, D)
+        logits = GROUND_SCALE * v @ classes.T  # (n_tokens, 1 + n)
+        loss = (F.cross_entropy(logits, y, reduction="none") * weight).sum() / weight.sum()
+        return loss, logits.argmax(-1) == y
+
+    def forward(self, embed: nn.Module, tokens: torch.Tensor, target: torch.Tensor, base=None, quadrant=None):
+        """tokens (M, P, D), target (M, P, 3) (colour, shape, size ids; 0 = none); with position grounding, base
+        (M,) bool (the crop is a base view) and quadrant (M, P) (quadrant id 1-4 of the object under the patch, 0
+        none) -> (loss, accuracy on objects: colour and shape both right, and the quadrant too on base views)."""
         v = F.normalize(tokens.flatten(0, 1), dim=-1)  # (M*P, D)
-        loss, right = 0.0, []
         obj = target[..., 0].flatten() > 0  # (M*P,)
         weight = torch.where(obj, 4.0, 1.0)
+        loss, right = 0.0, []
         for k, ids in enumerate((self.colour_ids, self.shape_ids)):
-            classes = F.normalize(torch.cat([self.none[k : k + 1], embed(ids)]), dim=-1)  # (1 + n, D)
-            logits = GROUND_SCALE * v @ classes.T  # (M*P, 1 + n)
-            y = target[..., k].flatten()  # (M*P,)
-            loss = loss + (F.cross_entropy(logits, y, reduction="none") * weight).sum() / weight.sum()
-            right.append(logits.argmax(-1) == y)
-        both = (right[0] & right[1])[obj]
-        return loss, float(both.float().mean()) if obj.any() else 0.0
+            term, ok = self._term(v, self.none[k : k + 1], embed(ids), target[..., k].flatten(), weight)
+            loss, right = loss + term, right + [ok]
+        both = right[0] & right[1]  # (M*P,)
+        if base is not None and quadrant is not None:
+            at = base[:, None].expand_as(quadrant).flatten()  # (M*P,) patches of base views
+            term, ok = self._term(v[at], self.none_quadrant, embed(self.quadrant_ids), quadrant.flatten()[at],
+                                  weight[at])  # fmt: skip
+            loss = loss + term
+            both[at] &= ok
+        return loss, float(both[obj].float().mean()) if obj.any() else 0.0
 
 
 GROUND_SCALE = 10.0
@@ -398,7 +423,8 @@ def _image_stage(name: str, model, processor, settings: Settings, progress, step
     done = [0]
     warm = round(settings.large_first * steps) if describe < 1 else 0
     large_only = dict(kinds=("color", "exist", "position"), small_fraction=0.0)
-    ground = Grounding(processor.tokenizer, model.config.text_config.hidden_size) if settings.ground_weight else None
+    ground = (Grounding(processor.tokenizer, model.config.text_config.hidden_size, settings.ground_position)
+              if settings.ground_weight else None)  # fmt: skip
 
     def step():
         batch = [W.make_scene(next(stream)) for _ in range(settings.batch)]
@@ -425,7 +451,12 @@ def _image_stage(name: str, model, processor, settings: Settings, progress, step
         if ground is not None:
             which = patch_objects(processor, batch, counts)  # (M, P) object id + 1 under each patch, 0 none
             target = torch.gather(attribute_table(batch, counts), 1, which[..., None].expand(-1, -1, 3))  # (M, P, 3)
-            ground_loss, metrics["ground_acc"] = ground(embed, projected, target)
+            base = quadrant = None
+            if settings.ground_position:
+                base = torch.zeros(len(which), dtype=torch.bool)  # (M,) the first crop of each image
+                base[torch.tensor([0, *counts[:-1]]).cumsum(0)] = True
+                quadrant = torch.gather(quadrant_table(batch, counts), 1, which)  # (M, P)
+            ground_loss, metrics["ground_acc"] = ground(embed, projected, target, base, quadrant)
             loss = loss + settings.ground_weight * ground_loss
         return loss, metrics
 
