@@ -72,6 +72,12 @@ REGISTRY: dict[str, ModelSpec] = {
             "llava_next",
             "LLaVA-NeXT trained here on toy world v2 (small objects beside a salient distractor)",
         ),
+        ModelSpec(
+            "toyworld-v2-qwen2.5-vl",
+            PACKAGED + "toyworld-v2-qwen2.5-vl",
+            "qwen2_5_vl",
+            "Qwen2.5-VL trained here on toy world v2 (native resolution, global-attention saliency)",
+        ),
     ]
 }
 

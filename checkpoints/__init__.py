@@ -1,6 +1,7 @@
 """adafv.checkpoints: model checkpoints shipped inside the package, found through importlib.resources. Holds
-`toyworld-llava-next` and `toyworld-v2-llava-next`, small LLaVA-NeXTs trained on toy-world v1 and v2 scenes (see
-each one's model card, README.md in its folder), which the registry names after their folders."""
+`toyworld-llava-next` and `toyworld-v2-llava-next`, small LLaVA-NeXTs trained on toy-world v1 and v2 scenes, and
+`toyworld-v2-qwen2.5-vl`, a small Qwen2.5-VL trained on v2 scenes (see each one's model card, README.md in its
+folder), which the registry names after their folders."""
 
 from __future__ import annotations
 

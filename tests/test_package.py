@@ -65,7 +65,7 @@ def test_data_ships_in_the_package():
     from adafv.models import resolve
 
     assert path("rocket.jpg").is_file() and path("toyworld.png").is_file()
-    for name in ("toyworld-llava-next", "toyworld-v2-llava-next"):
+    for name in ("toyworld-llava-next", "toyworld-v2-llava-next", "toyworld-v2-qwen2.5-vl"):
         assert (Path(resolve(name).source) / "model.safetensors").is_file(), name
 
 

@@ -2,12 +2,13 @@
 
 * `scenes`: v1's seeded scene and question generator (pure Python, numpy and PIL), kept for the v1 model;
 * `scenes_v2`: v2's scenes: a central salient distractor, small queried objects in clutter, five balanced kinds;
-* `model`: the model from configs, its word-level tokenizer and its HF processor;
+* `model`: the models from configs (LLaVA-NeXT and Qwen2.5-VL), word-level tokenizers and their HF processors;
+* `qwen`: the Qwen2.5-VL toy's geometry (objects on the merged grid) and its tower stage (no [CLS]);
 * `train`: the training script (tower pretraining, stage 0, 1, 2 the way LLaVA is trained; v2 adds grounding);
 * `evaluate`: the measurement, accuracy vs keep per selection method, per kind, with intervals and paired tests.
 
-The shipped checkpoints live in `checkpoints/toyworld-llava-next/` (v1) and `checkpoints/toyworld2-llava-next/`
-(v2); each one's `train.json` names its world.
+The shipped checkpoints live in `checkpoints/toyworld-llava-next/` (v1), `checkpoints/toyworld-v2-llava-next/` and
+`checkpoints/toyworld-v2-qwen2.5-vl/` (v2); each one's `train.json` names its world and family.
 """
 
 from __future__ import annotations

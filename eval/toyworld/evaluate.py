@@ -21,6 +21,11 @@ tokens), which separates the cost of the layout from the cost of dropping tokens
 Besides accuracy, it reports how much of the object a question is about each selection keeps ("target coverage":
 the share of the target object's patches, over all crops, among the kept positions) and where the saliency cue
 looks (its mass on the large object's patches in the base view).
+
+Both families are measured the same way: the LLaVA-NeXT toy (crops of patches, [CLS] attention as saliency) and the
+Qwen2.5-VL toy (one image of merged tokens, global attention as saliency, `qwen.token_objects` for the targets;
+its table has no rows-layout methods and no `layout` row: without newline tokens or unpadding, Qwen's reduced
+layout is its stock one).
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from pathlib import Path
 import torch
 
 from ..stats import mcnemar, wilson
-from . import scenes, world, world_of
+from . import qwen, scenes, world, world_of
 
 METHODS = ("full", "adafv", "adafv-paper", "adafv-rows", "fastervlm", "fastervlm-rows", "dart", "divprune",
            "visionzip", "text", "random")  # fmt: skip
@@ -61,6 +66,21 @@ LABELS = {
 METRICS_FILE = "metrics.json"
 NON_SALIENT = 0.75  # a question's target is "not salient" when none of its patches is in the image's top quarter
 PAIRED_KEEPS = (10, 5)  # adafv against each baseline on the same questions at these keeps
+SALIENCY = {"llava_next": "[CLS] attention", "qwen2_5_vl": "global attention"}  # each family's saliency cue
+
+
+def family_of(reference) -> str:
+    """The toy model's family: llava_next or qwen2_5_vl (its arch's name)."""
+    return reference.loaded.arch.name
+
+
+def methods_of(family: str) -> tuple[str, ...]:
+    """The table's methods for a family. Qwen's has no rows layout (no newline embedding, no crops) and no paper
+    mode (it splits the budget per crop with a floor of 2 tokens a crop, which the smallest images' keep 5% of
+    18-24 merged tokens is below; on one image it is the exact mode with the reference code's offsets)."""
+    if family != qwen.FAMILY:
+        return METHODS
+    return tuple(m for m in METHODS if not m.endswith(ROWS) and m != "adafv-paper")
 
 
 @functools.cache
@@ -76,10 +96,14 @@ def blind_answers(samples: int = 1000, world_name: str = "v1") -> dict[tuple[str
 
 
 def target_patches(reference, scene: scenes.Scene, question: scenes.Question, num_crops: int) -> torch.Tensor:
-    """Crop-major positions (N*P,) bool: patches covered by an object the question is about."""
+    """Crop-major positions (N*P,) bool: patches covered by an object the question is about (Qwen: merged tokens,
+    raster)."""
     from .train import patch_objects
 
-    which = patch_objects(reference.processor, [scene], [num_crops]).flatten()  # (N*P,) object id + 1, 0 = none
+    if family_of(reference) == qwen.FAMILY:
+        which = qwen.token_objects(reference.processor, scene)  # (P,) object id + 1, 0 = none
+    else:
+        which = patch_objects(reference.processor, [scene], [num_crops]).flatten()  # (N*P,) object id + 1, 0 = none
     wanted = torch.tensor([i + 1 for i in question.target], dtype=torch.long)
     return torch.isin(which, wanted) if len(question.target) else torch.zeros_like(which, dtype=torch.bool)
 
@@ -101,7 +125,7 @@ SPECS = {  # each method of the table as an `adafv eval` method: the compact lay
 def measure(
     reference,
     n: int | None = None,
-    methods=METHODS,
+    methods=None,
     keeps=KEEPS,
     start: int = 0,
     progress: bool = True,
@@ -122,6 +146,7 @@ def measure(
 
     W = world_of(reference.loaded.spec.source)
     n = QUESTIONS[W.NAME] if n is None else n
+    methods = methods_of(family_of(reference)) if methods is None else methods
     runs = {method: SPECS[method] for method in methods if method != "full"}
     shares = {keep: f"{keep:g}%" for keep in keeps}
     with tempfile.TemporaryDirectory(prefix="adafv-toyworld-") as tmp:
@@ -134,13 +159,14 @@ def measure(
             for keep, share in shares.items():
                 rows[f"{method}@{keep}"] = vqa.answers(out, f"{spec}@{share}")
 
-    side = reference.visual.patches_per_side
-    P = side * side
+    is_qwen = family_of(reference) == qwen.FAMILY
+    side = None if is_qwen else reference.visual.patches_per_side
     records = []
     with torch.no_grad():
         for i, (scene, question) in enumerate(W.heldout(n, start), start=start):
             ident = str(i - start)  # the exported line's id
-            N = next(iter(rows.values()))[ident]["visual_tokens"] // P
+            tokens_in = next(iter(rows.values()))[ident]["visual_tokens"]
+            N, P = (1, tokens_in) if is_qwen else (tokens_in // side**2, side**2)  # Qwen: one image of P tokens
             record = {
                 "index": i,
                 "question": question.text,
@@ -157,6 +183,7 @@ def measure(
                 tokens, saliency, _ = reference.scores(prepared)  # (N, P, D), (N, P)
             if "full" in methods:
                 record["answers"]["blind"] = blind_answers(world_name=W.NAME).get((question.kind, question.size), "")
+            if "full" in methods and not is_qwen:
                 every = torch.arange(N * P)[None]  # (1, N*P): keep everything, but in the reduced sequences' layout
                 flat = tokens.reshape(N * P, -1)
                 visual = flat.index_select(0, reading_order(every, side, prepared.grid[1])[0])
@@ -188,14 +215,39 @@ def measure(
     return records
 
 
+@torch.no_grad()
+def text_only(reference, n: int | None = None, start: int = 0) -> dict:
+    """The LLM alone, as stage 0 trained it: each held-out question asked with the scene's *description* in the
+    image's place (the chat template's text, greedy, MAX_NEW_TOKENS). What the LLM can answer when it is told
+    exactly what is in the picture: an upper bound set by the LLM, which separates what the LLM cannot do (a kind
+    it fails here) from what the vision side loses (a kind it answers here but not from the image). Accuracy (%)
+    overall and per kind, with 95% intervals."""
+    W = world_of(reference.loaded.spec.source)
+    n = QUESTIONS[W.NAME] if n is None else n
+    tok = reference.processor.tokenizer
+    placeholder = tok.convert_ids_to_tokens(reference.loaded.image_token_id)
+    model = reference.model
+    right = collections.defaultdict(list)
+    for scene, question in W.heldout(n, start):
+        text = reference.loaded.render_prompt(question.text).replace(placeholder, scene.description())
+        ids = tok(text, add_special_tokens=family_of(reference) != qwen.FAMILY, return_tensors="pt").input_ids
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=MAX_NEW_TOKENS,
+                             do_sample=False, pad_token_id=tok.pad_token_id)  # fmt: skip
+        answer = tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip()
+        right[question.kind].append(answer == question.answer)
+        right["all"].append(answer == question.answer)
+    return {kind: {"accuracy": _mean(oks), "ci95": [round(100 * v, 1) for v in wilson(sum(oks), len(oks))],
+                   "questions": len(oks)} for kind, oks in right.items()}  # fmt: skip
+
+
 def _mean(values) -> float | None:
     values = list(values)
     return round(100 * sum(values) / len(values), 1) if values else None
 
 
-def summarize(records: list[dict], kinds=None) -> dict:
+def summarize(records: list[dict], kinds=None, family: str = "llava_next") -> dict:
     """Accuracy (%) per method key overall / small / large / per kind (`kinds`: the world's KINDS, by default v1's
-    and any other the records have); target coverage (%) per key."""
+    and any other the records have); target coverage (%) per key. `family` names the saliency cue in the text."""
     kinds = list(kinds or dict.fromkeys([*scenes.KINDS, *(r["kind"] for r in records)]))
     keys = list(records[0]["answers"]) if records else []
     table = {}
@@ -229,6 +281,8 @@ def summarize(records: list[dict], kinds=None) -> dict:
         table[key] = row
     out = {
         "questions": len(records),
+        "family": family,
+        "saliency": SALIENCY[family],
         "kinds": kinds,
         "per_kind": {kind: sum(r["kind"] == kind for r in records) for kind in kinds},
         "small": sum(r["size"] == "small" for r in records),
@@ -331,11 +385,16 @@ def markdown(summary: dict, methods=METHODS, keeps=KEEPS) -> str:
     else:
         counts = summary.get("per_kind", {})
         about = "(all about small objects: " + ", ".join(f"{counts.get(k, 0)} {k}" for k in kinds) + ")"
+    mean = f"{summary['mean_visual_tokens']:.0f}"
+    if summary.get("family", "llava_next") == qwen.FAMILY:
+        layout = (f"`keep` is a share of each image's P merged visual tokens (mean P = {mean}); the kept tokens keep "
+                  "their M-RoPE grid positions.")  # fmt: skip
+    else:
+        layout = (f"`keep` is a share of each image's N*P visual tokens (mean N*P = {mean}). Rows without 'rows "
+                  "layout' feed the kept tokens in the compact layout (reading order, no newline tokens: the paper's "
+                  "setting); adafv's default is now the rows layout.")  # fmt: skip
     lines = [
-        f"Accuracy (%) on {summary['questions']} held-out questions {about}. `keep` is a share of each image's "
-        f"N*P visual tokens (mean N*P = {summary['mean_visual_tokens']:.0f}). Rows without 'rows layout' feed the "
-        "kept tokens in the compact layout (reading order, no newline tokens: the paper's setting); adafv's default "
-        "is now the rows layout.",
+        f"Accuracy (%) on {summary['questions']} held-out questions {about}. {layout}",
         "",
         *_accuracy_rows(acc, methods, keeps, split=split),
     ]
@@ -367,11 +426,12 @@ def markdown(summary: dict, methods=METHODS, keeps=KEEPS) -> str:
     if "full" in methods and len(keeps) and split:
         lines += ["", "Colour questions only (%): cells: all (small / large).", ""]
         lines += _accuracy_rows(acc, methods, keeps, kind="color")
+    where_tokens = "merged tokens" if summary.get("family") == qwen.FAMILY else "patches (all crops)"
     cover = [m for m in methods if m != "full" and "target_coverage" in acc.get(f"{m}@{keeps[0]}", {})]
     if cover:
         lines += [
             "",
-            "Target coverage (%): share of the asked-about object's patches (all crops) that the selection keeps; "
+            f"Target coverage (%): share of the asked-about object's {where_tokens} that the selection keeps; "
             "cells: all (small-object questions).",
             "",
             "| method | " + " | ".join(f"keep {k}%" for k in keeps) + " |",
@@ -399,8 +459,11 @@ def markdown(summary: dict, methods=METHODS, keeps=KEEPS) -> str:
     if "saliency_on_large_base_view" in summary:
         lines += [
             "",
-            f"Saliency ([CLS] attention, base view) on the large object: {summary['saliency_on_large_base_view']:.1f}% "
-            f"of its mass, on {summary['large_area_base_view']:.1f}% of the patches.",
+            f"Saliency ({summary.get('saliency', SALIENCY['llava_next'])}, "
+            f"{'the image' if summary.get('family') == qwen.FAMILY else 'base view'}) on the large object: "
+            f"{summary['saliency_on_large_base_view']:.1f}% "
+            f"of its mass, on {summary['large_area_base_view']:.1f}% of the "
+            f"{'tokens' if summary.get('family') == qwen.FAMILY else 'patches'}.",
         ]
     return "\n".join(lines)
 
@@ -416,6 +479,7 @@ def _intervals(summary: dict, methods, keeps) -> list[str]:
     acc = summary["accuracy"]
     if not keeps or not any("ci95" in row for row in acc.values()):
         return []
+    cue = summary.get("saliency", SALIENCY["llava_next"])
     header = ["| method | all tokens | " + " | ".join(f"keep {k}%" for k in keeps) + " |",
               "|---" * (2 + len(keeps)) + "|"]  # fmt: skip
 
@@ -437,18 +501,20 @@ def _intervals(summary: dict, methods, keeps) -> list[str]:
     if not n and quartiles:
         best, mean = quartiles["best"], quartiles["mean"]
         lines += ["", f"The non-salient slice is empty: every question's target object has a patch in the image's "
-                  f"top {1 - NON_SALIENT:.0%} by [CLS] attention. Where targets rank (the share of the image's "
+                  f"top {1 - NON_SALIENT:.0%} by {cue}. Where targets rank (the share of the image's "
                   f"patches less salient than the target's best patch; quartiles): {best[0]:.2f} / {best[1]:.2f} / "
                   f"{best[2]:.2f}; its patches on average: {mean[0]:.2f} / {mean[1]:.2f} / {mean[2]:.2f}. The "
                   "scenes do not yet test the claim that text relevance rescues non-salient objects."]  # fmt: skip
     if n:
+        unit = "merged token" if summary.get("family") == qwen.FAMILY else "patch"
         where = ""
         if quartiles:
             best = quartiles["best"]
-            where = (f" Where all targets rank (the share of the image's patches less salient than the target's best "
-                     f"patch; quartiles): {best[0]:.2f} / {best[1]:.2f} / {best[2]:.2f}.")  # fmt: skip
-        lines += ["", f"The non-salient slice: {n} questions whose target object has no patch in the image's top "
-                  f"{1 - NON_SALIENT:.0%} by [CLS] attention (a saliency-only selection keeping {1 - NON_SALIENT:.0%} "
+            where = (f" Where all targets rank (the share of the image's {unit.replace('patch', 'patche')}s less "
+                     f"salient than the target's best {unit}; quartiles): {best[0]:.2f} / {best[1]:.2f} / "
+                     f"{best[2]:.2f}.")  # fmt: skip
+        lines += ["", f"The non-salient slice: {n} questions whose target object has no {unit} in the image's top "
+                  f"{1 - NON_SALIENT:.0%} by {cue} (a saliency-only selection keeping {1 - NON_SALIENT:.0%} "
                   f"or less keeps none of it).{where} Accuracy (%) with 95% intervals:", "", *header,
                   *rows("non_salient")]  # fmt: skip
     tests = summary.get("paired") or {}
@@ -514,15 +580,22 @@ def write_card(model_dir: Path, table: str, summary: dict, command: str, records
 
 
 README_BEGIN, README_END = "<!-- toyworld:begin -->", "<!-- toyworld:end -->"
-MARKERS = {"v1": (README_BEGIN, README_END), "v2": ("<!-- toyworld-v2:begin -->", "<!-- toyworld-v2:end -->")}
+MARKERS = {"v1": (README_BEGIN, README_END), "v2": ("<!-- toyworld-v2:begin -->", "<!-- toyworld-v2:end -->"),
+           "v2-qwen2_5_vl": ("<!-- toyworld-v2-qwen:begin -->", "<!-- toyworld-v2-qwen:end -->")}  # fmt: skip
 
 
-def write_readme(readme: Path, table: str, command: str, seconds: float, world_name: str = "v1") -> bool:
-    """Put the table and its command between the README's markers of the world (`MARKERS`); False when the markers
-    are missing."""
+def marker_key(world_name: str, family: str = "llava_next") -> str:
+    """The MARKERS key of a world's model of a family (LLaVA's by the world alone)."""
+    return world_name if family == "llava_next" else f"{world_name}-{family}"
+
+
+def write_readme(readme: Path, table: str, command: str, seconds: float, world_name: str = "v1",
+                 family: str = "llava_next") -> bool:  # fmt: skip
+    """Put the table and its command between the README's markers of the world and family (`MARKERS`); False when
+    the markers are missing."""
     minutes = max(1, round(seconds / 60))
     how = f"Reproduce (about {minutes} min on 2 CPU cores):\n\n```bash\n{command}\n```"
-    begin, end = MARKERS[world_name]
+    begin, end = MARKERS[marker_key(world_name, family)]
     text = _splice(readme.read_text() if readme.is_file() else "", begin, end, f"{table}\n\n{how}")
     if text is None:
         return False
@@ -536,11 +609,14 @@ def main(argv=None) -> int:
     parser.add_argument("--questions", type=int, default=None,
                         help=f"held-out questions (the first n; default per world: {QUESTIONS})")  # fmt: skip
     parser.add_argument("--start", type=int, default=0, help="index of the first held-out question")
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--methods", nargs="+", default=None, choices=METHODS,
+                        help="default: every method of the model's family (Qwen: no rows layout)")  # fmt: skip
     parser.add_argument("--keeps", nargs="+", type=float, default=list(KEEPS), help="percent of visual tokens")
     parser.add_argument("--card", action="store_true", help="write the table into the model card and metrics.json")
     parser.add_argument("--readme", default=None, help="with --card: also put the table into this README's markers")
     parser.add_argument("--json", default=None, help="write every answer and the summary to this file")
+    parser.add_argument("--text-only", action="store_true",
+                        help="only the LLM alone: the scene's description in the image's place (text_only)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
@@ -552,14 +628,24 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     reference = Reference.load(args.model)
     W = world_of(reference.loaded.spec.source)
+    family = family_of(reference)
+    every = methods_of(family)
+    methods = every if args.methods is None else tuple(args.methods)
+    if set(methods) - set(every):
+        parser.error(f"{', '.join(sorted(set(methods) - set(every)))}: not a method of the {family} toy's table")
     n = QUESTIONS[W.NAME] if args.questions is None else args.questions
-    if args.card and (n < QUESTIONS[W.NAME] or args.start != 0 or set(args.methods) != set(METHODS)):
+    if args.text_only:
+        if args.card:
+            parser.error("--text-only is a diagnostic: it writes no card")
+        print(json.dumps(text_only(reference, n, args.start), indent=1))
+        return 0
+    if args.card and (n < QUESTIONS[W.NAME] or args.start != 0 or set(methods) != set(every)):
         parser.error(f"--card needs the whole measurement: --questions >= {QUESTIONS[W.NAME]}, --start 0, every method")
     t0 = time.perf_counter()
-    records = measure(reference, n, args.methods, keeps, args.start, progress=not args.quiet)
-    summary = summarize(records, W.KINDS)
+    records = measure(reference, n, methods, keeps, args.start, progress=not args.quiet)
+    summary = summarize(records, W.KINDS, family)
     summary["seconds"] = round(time.perf_counter() - t0, 1)
-    table = markdown(summary, [m for m in METHODS if m in args.methods], keeps)
+    table = markdown(summary, [m for m in every if m in methods], keeps)
     print(table)
     if args.json:
         Path(args.json).write_text(json.dumps({"summary": summary, "records": records}, indent=1) + "\n")
@@ -571,8 +657,8 @@ def main(argv=None) -> int:
         write_card(model_dir, table, summary, command.strip(), records)
         print(f"wrote {model_dir / 'README.md'} and {model_dir / METRICS_FILE}", file=sys.stderr)
         if args.readme:
-            if not write_readme(Path(args.readme), table, command.strip(), summary["seconds"], W.NAME):
-                parser.error(f"{args.readme} has no {' ... '.join(MARKERS[W.NAME])} markers")
+            if not write_readme(Path(args.readme), table, command.strip(), summary["seconds"], W.NAME, family):
+                parser.error(f"{args.readme} has no {' ... '.join(MARKERS[marker_key(W.NAME, family)])} markers")
             print(f"wrote {args.readme}", file=sys.stderr)
     return 0
 

@@ -1,7 +1,9 @@
-"""Train the toy-world LLaVA-NeXT from scratch on generated scenes, the way LLaVA is trained; one seeded script.
+"""Train the toy-world LLaVA-NeXT (or Qwen2.5-VL) from scratch on generated scenes, the way LLaVA is trained.
 
     .venv/bin/python -m adafv.eval.toyworld.train --out checkpoints/toyworld-llava-next              # v1, 40 min
     .venv/bin/python -m adafv.eval.toyworld.train --world v2 --out checkpoints/toyworld-v2-llava-next  # v2
+    .venv/bin/python -m adafv.eval.toyworld.train --world v2 --family qwen2_5_vl \\
+        --out checkpoints/toyworld-v2-qwen2.5-vl  # Qwen2.5-VL
 
 `--world v2` trains on `scenes_v2` with v2's settings (`V2`: longer tower and stage 0, gentler LLM learning rates,
 the grounding term in stages 1 and 2, no large-object curriculum); any `--name value` overrides one setting.
@@ -24,6 +26,10 @@ v2 adds grounding to stages 1 and 2 (`Grounding`: each projected visual token, r
 embeddings, names its object's colour and shape words) and measures alignment before stage 1 and after stage 2
 (`alignment`: the share of the queried object's patches among the top 10% by AdaFV's text relevance).
 
+`--family qwen2_5_vl` trains the Qwen2.5-VL toy on v2 scenes the same way (model.py, qwen.py): its tower stage
+(`pretrain_qwen_tower`) has no [CLS], so the saliency-pooled features name the distractor instead; stages 1 and 2
+train the PatchMerger (the projector) and feed the merged tokens at their M-RoPE positions (adafv.positions).
+
 Stages 1 and 2 feed the LLM the stock LLaVA-NeXT image features (anyres packing, unpadding, newline tokens), i.e.
 exactly what `generate` sees with no token reduction; no selection method is ever seen in training.
 Writes the weights (safetensors), tokenizer, processor, `train.json` (settings, losses, times) and the model card.
@@ -44,8 +50,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import WORLDS, scenes, world
-from .model import build, num_parameters, save
+from . import WORLDS, qwen, scenes, world
+from .model import FAMILIES, build, num_parameters, save
 
 IGNORE = -100
 
@@ -55,6 +61,7 @@ class Settings:
     """Everything that determines the trained weights."""
 
     world: str = "v1"  # the scenes: v1 (eval/toyworld/scenes.py) or v2 (scenes_v2.py)
+    family: str = "llava_next"  # the model: llava_next or qwen2_5_vl (model.FAMILIES)
     seed: int = 0
     tower_batch: int = 16  # scenes per tower step (all their crops: 48-96 crops)
     tower_steps: int = 1500
@@ -138,6 +145,14 @@ def attribute_table(batch: list[scenes.Scene], counts: list[int]) -> torch.Tenso
     return table.repeat_interleave(torch.tensor(counts), dim=0)  # (M, 8, 3)
 
 
+def attributes(scene) -> torch.Tensor:
+    """(8, 3) (colour, shape, size) ids of object id 0..7 of a scene (row 0 = none = zeros), as train's tables."""
+    table = torch.zeros(8, 3, dtype=torch.long)
+    for i, o in enumerate(scene.objects):
+        table[i + 1] = torch.tensor([COLOR_ID[o.color], SHAPE_ID[o.shape], SIZE_ID[o.size]])
+    return table
+
+
 def quadrant_table(batch: list[scenes.Scene], counts: list[int]) -> torch.Tensor:
     """(M, 8) per crop: the quadrant id (1-4, QUADRANTS order) of object id 0..7 of its scene (0 = none)."""
     table = torch.zeros(len(batch), 8, dtype=torch.long)
@@ -153,7 +168,9 @@ def quadrant_table(batch: list[scenes.Scene], counts: list[int]) -> torch.Tensor
 def render(processor, turns: list[tuple[str, str]], first_prefix: str = "") -> tuple[list[int], list[int], list[int]]:
     """A conversation with the image first -> (ids before the image, ids after it, labels of the ids after it).
 
-    Labels cover every assistant answer and its `</s>`; everything else is IGNORE."""
+    Labels cover every assistant answer and its end token (`</s>`, Qwen's `<|im_end|>`); everything else is IGNORE.
+    The image is the template's placeholder (`<image>`; Qwen: `<|image_pad|>` between its vision start and end
+    tokens, which stay in the text); an answer starts after `ASSISTANT:` (Qwen: `<|im_start|>assistant`)."""
     conversation = []
     for k, (question, answer) in enumerate(turns):
         content = [{"type": "text", "text": first_prefix + question if k == 0 else question}]
@@ -163,25 +180,30 @@ def render(processor, turns: list[tuple[str, str]], first_prefix: str = "") -> t
             {"role": "user", "content": content},
             {"role": "assistant", "content": [{"type": "text", "text": answer}]},
         ]
-    text = processor.apply_chat_template(conversation, tokenize=False)
-    before, after = text.split("<image>")
+    text = processor.apply_chat_template(conversation, tokenize=False, add_generation_prompt=False)
     tok = processor.tokenizer
+    qwen_template = "<|image_pad|>" in text
+    before, after = text.split("<|image_pad|>" if qwen_template else "<image>")
     pre = tok(before).input_ids
     post = tok(after, add_special_tokens=False).input_ids
-    assistant, eos = tok.convert_tokens_to_ids("ASSISTANT:"), tok.eos_token_id
-    labels, answering = [], False
+    assistant, eos = tok.convert_tokens_to_ids("assistant" if qwen_template else "ASSISTANT:"), tok.eos_token_id
+    start = tok.convert_tokens_to_ids("<|im_start|>") if qwen_template else None
+    labels, answering, previous = [], False, None
     for t in post:
         labels.append(t if answering else IGNORE)
-        if t == assistant:
+        if t == assistant and (start is None or previous == start):
             answering = True
         elif t == eos:
             answering = False
+        previous = t
     return pre, post, labels
 
 
-def collate(embed: nn.Module, rows) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def collate(embed: nn.Module, rows, grids=None):
     """rows of (pre ids, middle embeds (K, D), middle labels (K,), post ids, post labels) -> inputs_embeds (B, L, D),
-    attention_mask (B, L), labels (B, L), right-padded."""
+    attention_mask (B, L), labels (B, L), right-padded. With `grids` (one per row: the merged grid (rows, cols) of
+    an image whose K = rows*cols tokens are the middle, or None for text there), also M-RoPE position_ids (3, B, L)
+    (adafv.positions, as the reference's generation lays them out)."""
     seqs, labs = [], []
     for pre, middle, middle_labels, post, post_labels in rows:
         pre_t, post_t = torch.tensor(pre), torch.tensor(post)
@@ -194,7 +216,18 @@ def collate(embed: nn.Module, rows) -> tuple[torch.Tensor, torch.Tensor, torch.T
     labels = torch.full((len(rows), length), IGNORE)  # (B, L)
     for b, (s, y) in enumerate(zip(seqs, labs)):
         inputs[b, : len(s)], mask[b, : len(s)], labels[b, : len(s)] = s, 1, y
-    return inputs, mask, labels
+    if grids is None:
+        return inputs, mask, labels
+    from adafv.positions import cells, mrope
+
+    positions = torch.zeros((3, len(rows), length), dtype=torch.long)  # (3, B, L)
+    for b, ((pre, middle, _, post, _), grid) in enumerate(zip(rows, grids)):
+        if grid is None:  # text in the image's place: 1-D positions
+            layout = np.broadcast_to(np.arange(len(pre) + middle.shape[0] + len(post)), (3, seqs[b].shape[0]))
+        else:
+            layout = mrope(len(pre), cells(np.arange(grid[0] * grid[1]), grid[1]), grid, len(post))
+        positions[:, b, : seqs[b].shape[0]] = torch.from_numpy(np.ascontiguousarray(layout))
+    return inputs, mask, labels, positions
 
 
 def visual_features(model, pixel_values: torch.Tensor, image_sizes: torch.Tensor, counts: list[int],
@@ -301,11 +334,12 @@ def run_loop(name: str, params, steps: int, lr: float, settings: Settings, step_
     return {"steps": steps, "seconds": round(time.perf_counter() - t0, 1), "last50": mean}
 
 
-def answer_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    """Share of answer tokens (labels that are not IGNORE nor </s>) predicted right (teacher forcing)."""
+def answer_accuracy(logits: torch.Tensor, labels: torch.Tensor, eos: int = 2) -> float:
+    """Share of answer tokens (labels that are not IGNORE nor the end token `eos`: LLaVA's </s> is 2) predicted
+    right (teacher forcing)."""
     pred = logits[:, :-1].argmax(-1)  # (B, L-1)
     target = labels[:, 1:]  # (B, L-1)
-    real = (target != IGNORE) & (target != 2)
+    real = (target != IGNORE) & (target != eos)
     return float((pred[real] == target[real]).float().mean()) if real.any() else 0.0
 
 
@@ -342,6 +376,8 @@ def init_tower(tower, generator: torch.Generator) -> None:
 
 
 def pretrain_tower(model, processor, settings: Settings, progress) -> dict:
+    if settings.family == qwen.FAMILY:
+        return pretrain_qwen_tower(model, processor, settings, progress)
     tower = model.model.vision_tower
     init_tower(tower, torch.Generator().manual_seed(settings.seed))
     C = model.config.vision_config.hidden_size
@@ -385,6 +421,83 @@ def pretrain_tower(model, processor, settings: Settings, progress) -> dict:
     return run_loop("tower", params, settings.tower_steps, settings.tower_lr, settings, step, progress)
 
 
+SALIENT_MASS = 0.6  # the Qwen tower stage asks for at least this share of the saliency on the distractor's cells
+
+
+def init_qwen_tower(tower, generator: torch.Generator) -> None:
+    """The LLaVA tower's "mimetic" initialisation (init_tower) for Qwen's blocks: W_q, W_k near the identity
+    (with the 2-D rotary, a patch's attention starts on its neighbours) and W_v, W_o near +/- the identity. Only
+    the initial values change."""
+    C = tower.config.hidden_size
+    eye = torch.eye(C)
+    with torch.no_grad():
+        for block in tower.blocks:
+            qkv = block.attn.qkv.weight  # (3C, C): q, k, v stacked
+            for k, scale in enumerate((1.0, 1.0, 0.5**0.5)):
+                qkv[k * C : (k + 1) * C] = scale * eye + torch.randn((C, C), generator=generator) * 0.01
+            block.attn.proj.weight.copy_(-(0.5**0.5) * eye + torch.randn((C, C), generator=generator) * 0.01)
+
+
+def pretrain_qwen_tower(model, processor, settings: Settings, progress) -> dict:
+    """The tower stage: dense heads on every patch name the object under it (colour, shape, size; object patches
+    weighted 4x, as the LLaVA tower's), and the last full-attention block's attention received (adafv's saliency)
+    pools the features into a vector that names the large distractor, with a floor of SALIENT_MASS on the mass it
+    puts on the distractor's cells (`saliency_on_large`: that mass, mean over the batch; the LLaVA toy's [CLS]
+    puts 57% of its attention there unasked). Pooling by the saliency is the [CLS] objective without a [CLS]: as
+    CLIP's [CLS] attention lands on the salient object because [CLS] must name it, the attention received here must
+    gather what names the distractor. The floor is a floor, not a maximum: a 400-step pilot that maximised the mass
+    drove it to 98%, leaving the rest of the image without a ranking; above the floor the ranking is the tower's."""
+    W = world(settings.world)
+    init_qwen_tower(model.model.visual, torch.Generator().manual_seed(settings.seed))
+    module = qwen.visual(model)
+    C = model.config.vision_config.hidden_size
+    n_col, n_shape = len(scenes.COLORS) + 1, len(scenes.SHAPES) + 1
+    dense = nn.Sequential(nn.LayerNorm(C), nn.Linear(C, n_col + n_shape + 3))
+    pooled_head = nn.Sequential(nn.LayerNorm(qwen.MERGE**2 * C), nn.Linear(qwen.MERGE**2 * C, n_col + n_shape))
+    stream = seed_stream(settings, "tower")
+
+    def step():
+        batch = [W.make_scene(next(stream)) for _ in range(settings.tower_batch)]
+        features, targets, shares, pooled, large_mass, large_targets = [], [], [], [], [], []
+        for scene, (pixel_values, grid) in zip(batch, qwen.processed(processor, [s.image for s in batch])):
+            objects = qwen.cell_objects(processor, scene)
+            grouped, saliency, _ = module.hidden(pixel_values, grid)  # (1, P, 4C), (1, P)
+            P = grouped.shape[1]
+            features.append(grouped[0].reshape(P * qwen.MERGE**2, C))  # (4P, C) patches in the processor's order
+            which = torch.from_numpy(objects["patches"]).long()  # (4P,)
+            table = attributes(scene)  # (8, 3)
+            targets.append(table[which])  # (4P, 3)
+            shares.append(torch.from_numpy(objects["patch_share"]).float())
+            pooled.append(saliency[0] @ grouped[0])  # (4C,) the saliency-weighted features
+            large = torch.from_numpy(objects["cells"] == 1)  # (P,) cells of the distractor
+            large_mass.append(saliency[0][large].sum() / saliency[0].sum())
+            large_targets.append(table[1, :2])
+        feats, target, share = torch.cat(features), torch.cat(targets), torch.cat(shares)  # (n, C), (n, 3), (n,)
+        logits = dense(feats)  # (n, n_col + n_shape + 3)
+        weight = torch.where(target[:, 0] > 0, 4.0, 1.0)
+        small = target[:, 2] == 1
+        core = small & (share >= 0.5)
+        loss, acc = 0.0, []
+        for k, (a, b) in enumerate([(0, n_col), (n_col, n_col + n_shape), (n_col + n_shape, n_col + n_shape + 3)]):
+            part, y = logits[:, a:b], target[:, k]
+            loss = loss + (F.cross_entropy(part, y, reduction="none") * weight).sum() / weight.sum()
+            acc.append(float((part[small].argmax(-1) == y[small]).float().mean()) if small.any() else 0.0)
+            if k == 1:
+                acc.append(float((part[core].argmax(-1) == y[core]).float().mean()) if core.any() else 0.0)
+        head = pooled_head(torch.stack(pooled))  # (B, n_col + n_shape)
+        y = torch.stack(large_targets)  # (B, 2)
+        loss = loss + F.cross_entropy(head[:, :n_col], y[:, 0]) + F.cross_entropy(head[:, n_col:], y[:, 1])
+        mass = torch.stack(large_mass)  # (B,)
+        loss = loss + F.relu(np.log(SALIENT_MASS) - torch.log(mass.clamp_min(1e-6))).mean()  # a floor, not all
+        metrics = {"small_color": acc[0], "small_shape": acc[1], "small_shape_core": acc[2], "small_size": acc[3]}
+        pooled_acc = float((head[:, :n_col].argmax(-1) == y[:, 0]).float().mean())
+        return loss, {**metrics, "pooled_color": pooled_acc, "saliency_on_large": float(mass.detach().mean())}
+
+    params = list(model.model.visual.parameters()) + list(dense.parameters()) + list(pooled_head.parameters())
+    params = [p for p in params if not any(p is q for q in model.model.visual.merger.parameters())]
+    return run_loop("tower", params, settings.tower_steps, settings.tower_lr, settings, step, progress)
+
+
 def stage0(model, processor, settings: Settings, progress) -> dict:
     """The LLM alone: answer questions from the scene description in the image's place."""
     W = world(settings.world)
@@ -400,15 +513,24 @@ def stage0(model, processor, settings: Settings, progress) -> dict:
             pre, post, labels = render(processor, [(q.text, q.answer) for q in W.questions(s, qrng, settings.turns)])
             desc = tok(s.description(), add_special_tokens=False).input_ids
             rows.append((pre, embed(torch.tensor(desc)), torch.tensor(desc), post, labels))
-        inputs, mask, labels = collate(embed, rows)
-        out = model(inputs_embeds=inputs, attention_mask=mask, labels=labels)
+        out, labels = forward(model, settings, embed, rows, [None] * len(rows))
         answers = labels.clone()  # (B, L) the answers only: the description's own tokens are not answers
         for b, (pre, middle, *_rest) in enumerate(rows):
             answers[b, : len(pre) + middle.shape[0]] = IGNORE
-        return out.loss, {"answer_acc": answer_accuracy(out.logits, answers)}
+        return out.loss, {"answer_acc": answer_accuracy(out.logits, answers, tok.eos_token_id)}
 
     return run_loop("stage 0 (LLM, text)", model.parameters(), settings.stage0_steps, settings.stage0_lr, settings,
                     step, progress)  # fmt: skip
+
+
+def forward(model, settings: Settings, embed: nn.Module, rows, grids):
+    """The LLM over collated rows -> (output with .loss and .logits, labels (B, L)); Qwen's with M-RoPE positions
+    (one merged grid per row, None where the middle is text)."""
+    if settings.family == qwen.FAMILY:
+        inputs, mask, labels, positions = collate(embed, rows, grids)
+        return model(inputs_embeds=inputs, attention_mask=mask, position_ids=positions, labels=labels), labels
+    inputs, mask, labels = collate(embed, rows)
+    return model(inputs_embeds=inputs, attention_mask=mask, labels=labels), labels
 
 
 def _image_stage(name: str, model, processor, settings: Settings, progress, steps: int, lr: float, describe: float):
@@ -426,10 +548,18 @@ def _image_stage(name: str, model, processor, settings: Settings, progress, step
     ground = (Grounding(processor.tokenizer, model.config.text_config.hidden_size, settings.ground_position)
               if settings.ground_weight else None)  # fmt: skip
 
+    is_qwen = settings.family == qwen.FAMILY
+    module = qwen.visual(model) if is_qwen else None
+    eos = processor.tokenizer.eos_token_id
+
     def step():
         batch = [W.make_scene(next(stream)) for _ in range(settings.batch)]
-        pixel_values, image_sizes, counts = crops(processor, [s.image for s in batch])
-        visual, projected = visual_features(model, pixel_values, image_sizes, counts, projected_too=True)
+        if is_qwen:  # merged tokens in raster order, one image at a time
+            visual, grids, objects = qwen.image_tokens(model, processor, batch, module)
+        else:
+            pixel_values, image_sizes, counts = crops(processor, [s.image for s in batch])
+            visual, projected = visual_features(model, pixel_values, image_sizes, counts, projected_too=True)
+            grids = [None] * len(batch)
         rows, is_qa = [], []
         distribution = large_only if done[0] < warm else {}
         done[0] += 1
@@ -441,14 +571,17 @@ def _image_stage(name: str, model, processor, settings: Settings, progress, step
             is_qa.append(turns[0][0] != W.DESCRIBE)
             pre, post, labels = render(processor, turns)
             rows.append((pre, v, torch.full((v.shape[0],), IGNORE), post, labels))
-        inputs, mask, labels = collate(embed, rows)
-        out = model(inputs_embeds=inputs, attention_mask=mask, labels=labels)
+        out, labels = forward(model, settings, embed, rows, grids)
         qa = torch.tensor(is_qa)
-        metrics = {"token_acc": answer_accuracy(out.logits, labels)}
+        metrics = {"token_acc": answer_accuracy(out.logits, labels, eos)}
         if describe < 1 and qa.any():
-            metrics["answer_acc"] = answer_accuracy(out.logits[qa], labels[qa])
+            metrics["answer_acc"] = answer_accuracy(out.logits[qa], labels[qa], eos)
         loss = out.loss
-        if ground is not None:
+        if ground is not None and is_qwen:  # every merged token against the object under its cell
+            target = torch.cat([attributes(s)[torch.from_numpy(o["cells"]).long()] for s, o in zip(batch, objects)])
+            ground_loss, metrics["ground_acc"] = ground(embed, torch.cat(visual)[None], target[None])  # (1, sum P, D)
+            loss = loss + settings.ground_weight * ground_loss
+        elif ground is not None:
             which = patch_objects(processor, batch, counts)  # (M, P) object id + 1 under each patch, 0 none
             target = torch.gather(attribute_table(batch, counts), 1, which[..., None].expand(-1, -1, 3))  # (M, P, 3)
             base = quadrant = None
@@ -460,7 +593,10 @@ def _image_stage(name: str, model, processor, settings: Settings, progress, step
             loss = loss + settings.ground_weight * ground_loss
         return loss, metrics
 
-    trainable = [model.model.multi_modal_projector.parameters(), [model.model.image_newline]]
+    if is_qwen:
+        trainable = [model.model.visual.merger.parameters()]
+    else:
+        trainable = [model.model.multi_modal_projector.parameters(), [model.model.image_newline]]
     if ground is not None:
         trainable.append(ground.parameters())
     if describe < 1:  # the LLM, its input embeddings included (stage 1 maps into the frozen word space, as LLaVA's)
@@ -481,7 +617,8 @@ def alignment(model, processor, settings: Settings, n: int = 64, keep: float = 0
     stream = seed_stream(settings, "alignment")
     rng = random.Random(f"{settings.seed}:alignment:questions")
     embed = model.get_input_embeddings()
-    assistant = processor.tokenizer.convert_tokens_to_ids("ASSISTANT:")
+    is_qwen = settings.family == qwen.FAMILY
+    assistant = processor.tokenizer.convert_tokens_to_ids("assistant" if is_qwen else "ASSISTANT:")
     shares = []
     was_training = model.training
     model.eval()
@@ -491,10 +628,14 @@ def alignment(model, processor, settings: Settings, n: int = 64, keep: float = 0
             question = W.ask(scene, rng)
             if not question.target:
                 continue
-            pixel_values, _, counts = crops(processor, [scene.image])  # (N, 3, S, S)
-            hidden = model.model.vision_tower(pixel_values, output_hidden_states=True).hidden_states
-            projected = model.model.multi_modal_projector(hidden[model.config.vision_feature_layer][:, 1:])  # (N,P,D)
-            which = patch_objects(processor, [scene], counts).flatten()  # (N*P,)
+            if is_qwen:  # one image, its merged tokens (1, P, D)
+                tokens, _, objects = qwen.image_tokens(model, processor, [scene])
+                projected, which = tokens[0][None], torch.from_numpy(objects[0]["cells"]).long()  # (1, P, D), (P,)
+            else:
+                pixel_values, _, counts = crops(processor, [scene.image])  # (N, 3, S, S)
+                hidden = model.model.vision_tower(pixel_values, output_hidden_states=True).hidden_states
+                projected = model.model.multi_modal_projector(hidden[model.config.vision_feature_layer][:, 1:])
+                which = patch_objects(processor, [scene], counts).flatten()  # (N*P,)
             target = torch.isin(which, torch.tensor([i + 1 for i in question.target]))  # (N*P,)
             if not target.any():
                 continue
@@ -508,7 +649,14 @@ def alignment(model, processor, settings: Settings, n: int = 64, keep: float = 0
 
 
 def freeze(model, *, tower: bool, llm: bool) -> None:
-    for p in model.model.vision_tower.parameters():
+    """Freeze (or thaw) the tower (Qwen's: its blocks and patch embedding, not the merger, the projector) and the
+    LLM with its head."""
+    if hasattr(model.model, "visual"):  # Qwen2.5-VL: the merger lives in the visual module
+        merger = {id(p) for p in model.model.visual.merger.parameters()}
+        tower_params = [p for p in model.model.visual.parameters() if id(p) not in merger]
+    else:
+        tower_params = list(model.model.vision_tower.parameters())
+    for p in tower_params:
         p.requires_grad_(not tower)
     for module in (model.model.language_model, model.lm_head):
         for p in module.parameters():
@@ -521,6 +669,10 @@ def train(settings: Settings, out_dir: str | Path | None = None, progress: bool 
     if settings.large_first and settings.world != "v1":
         raise ValueError("large_first is a v1 curriculum (v2 never asks about the large object): set it to 0")
     world(settings.world)  # an unknown world fails here, before any training
+    if settings.family not in FAMILIES:
+        raise ValueError(f"unknown family {settings.family!r}: one of {', '.join(FAMILIES)}")
+    if settings.family == qwen.FAMILY and settings.world == "v1":
+        raise ValueError("the Qwen2.5-VL toy model is trained on v2 scenes (--world v2)")
     previous = torch.get_num_threads()
     torch.set_num_threads(settings.threads)
     try:
@@ -533,7 +685,7 @@ def _train(settings: Settings, out_dir: str | Path | None, progress: bool) -> tu
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     torch.manual_seed(settings.seed)
-    model, processor = build(settings.seed, settings.vision, settings.text, world(settings.world))
+    model, processor = build(settings.seed, settings.vision, settings.text, world(settings.world), settings.family)
     model.train()
     report = {"settings": dataclasses.asdict(settings), "parameters": num_parameters(model), "stages": {}}
     columns = [
@@ -589,17 +741,34 @@ def write_card(out: Path, report: dict) -> Path:
     stages = report["stages"]
     size_mb = (out / "model.safetensors").stat().st_size / 1e6
     v2 = s.get("world", "v1") == "v2"
+    is_qwen = s.get("family", "llava_next") == qwen.FAMILY
     source, grids, crops_n = (("scenes_v2.py", "1x2, 2x1, 2x2", "3 or 5") if v2 else
                               ("scenes.py", "1x2, 2x1, 2x2, 3x1, 1x3", "3-5"))  # fmt: skip
+    if is_qwen:
+        rope = json.loads((out / "config.json").read_text())["text_config"].get("rope_parameters") or {}
+        about = [
+            "A small Qwen2.5-VL (`Qwen2_5_VLForConditionalGeneration`) trained from scratch on CPU on procedurally",
+            f"generated toy-world {s['world']} scenes (`eval/toyworld/{source}`), so that accuracy under visual-token",
+            "reduction can be measured offline. Qwen2.5-VL's own tower, read at each image's own resolution (8-px",
+            "patches, the image resized to multiples of 16 px: 18-64 merged tokens), no [CLS], window attention in",
+            "windows of 4x4 merged cells with full attention in blocks 1 and 3 (adafv's saliency: the attention each",
+            "token receives in block 3), its 2x2 PatchMerger, a Qwen2 LLM with M-RoPE (rope_theta",
+            f"{rope.get('rope_theta')}, sections {rope.get('mrope_section')}), a word-level tokenizer with Qwen's",
+            "special tokens and Qwen2-VL's chat template.",
+        ]
+    else:
+        about = [
+            "A small LLaVA-NeXT (`LlavaNextForConditionalGeneration`) trained from scratch on CPU on procedurally",
+            f"generated toy-world {s.get('world', 'v1')} scenes (`eval/toyworld/{source}`), so that accuracy under",
+            "visual-token reduction can be measured offline. CLIP-style tower with [CLS] (64-px crops, 8-px patches:",
+            f"P = 64 per crop, anyres grids {grids}: N = {crops_n} crops), LLaVA's 2-layer MLP projector, Llama-style",
+            "LLM, a word-level tokenizer over the toy vocabulary, `vision_feature_layer=-2`,",
+            '`vision_feature_select_strategy="default"`.',
+        ]
     lines = [
         f"# {out.name}",
         "",
-        "A small LLaVA-NeXT (`LlavaNextForConditionalGeneration`) trained from scratch on CPU on procedurally",
-        f"generated toy-world {s.get('world', 'v1')} scenes (`eval/toyworld/{source}`), so that accuracy under",
-        "visual-token reduction can be measured offline. CLIP-style tower with [CLS] (64-px crops, 8-px patches:",
-        f"P = 64 per crop, anyres grids {grids}: N = {crops_n} crops), LLaVA's 2-layer MLP projector, Llama-style",
-        "LLM, a word-level tokenizer over the toy vocabulary, `vision_feature_layer=-2`,",
-        '`vision_feature_select_strategy="default"`.',
+        *about,
         "",
         f"- parameters: {report['parameters']:,} ({size_mb:.1f} MB of float32 safetensors)",
         f"- tower: {s['vision'] or 'defaults'}; LLM: {s['text'] or 'defaults'} (see `config.json`)",
@@ -612,25 +781,33 @@ def write_card(out: Path, report: dict) -> Path:
         "| stage | trains | steps | lr | minutes | last-50-step metrics |",
         "|---|---|---|---|---|---|",
     ]
+    grounding = " + grounding" if s.get("ground_weight") else ""
     what = {
         "tower": "tower + heads: [CLS] -> large object; patches -> object under them",
         "stage0": "LLM on text (description in the image's place)",
-        "stage1": "projector + newline (image -> description)" + (" + grounding" if s.get("ground_weight") else ""),
-        "stage2": "projector + newline + LLM (questions)" + (" + grounding" if s.get("ground_weight") else ""),
+        "stage1": "projector + newline (image -> description)" + grounding,
+        "stage2": "projector + newline + LLM (questions)" + grounding,
     }
+    if is_qwen:
+        what.update(tower=f"tower + heads: saliency-pooled features -> large object, >= {SALIENT_MASS:.0%} of the "
+                    "saliency on it; patches -> object under them", stage1="merger (image -> description)" + grounding,
+                    stage2="merger + LLM (questions)" + grounding)  # fmt: skip
     for name, r in stages.items():
         lr = s[f"{name}_lr"]
         metrics = ", ".join(f"{k} {v}" for k, v in r["last50"].items())
         lines.append(f"| {name} | {what[name]} | {r['steps']} | {lr} | {r['seconds'] / 60:.1f} | {metrics} |")
-    command = f"python -m adafv.eval.toyworld.train --out checkpoints/{out.name} --world {s['world']} " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in s.items() if isinstance(v, (int, float))
-    )
+    family = f"--family {s['family']} " if is_qwen else ""
+    command = f"python -m adafv.eval.toyworld.train --out checkpoints/{out.name} --world {s['world']} {family}"
+    command += " ".join(f"--{k.replace('_', '-')} {v}" for k, v in s.items() if isinstance(v, (int, float)))
     lines += [
         "",
         "Metrics, all on fresh training scenes (never the held-out set): tower, per-patch accuracy of the dense heads",
-        "on patches of small objects (`small_shape_core`: patches at least half covered by the object) and of [CLS]",
-        "naming the large object's colour; stages 0 and 2, `answer_acc`, teacher-forced accuracy of the one-word",
-        "answers (stage 0 reads the scene description in the image's place); stage 1, `token_acc` on the description.",
+        "on patches of small objects (`small_shape_core`: patches at least half covered by the object) and "
+        + ("of the saliency-pooled features naming the large object's colour (`pooled_color`), and the saliency's mass"
+           " on the large object's cells (`saliency_on_large`);" if is_qwen else
+           "of [CLS] naming the large object's colour;"),
+        "stages 0 and 2, `answer_acc`, teacher-forced accuracy of the one-word answers (stage 0 reads the scene",
+        "description in the image's place); stage 1, `token_acc` on the description.",
     ]
     if not v2:
         lines += [
@@ -651,8 +828,9 @@ def write_card(out: Path, report: dict) -> Path:
         before, after = report["alignment"]["before"], report["alignment"].get("after", {})
         lines += [
             f"Alignment (`train.alignment`, {before['questions']} questions on fresh training scenes): the share of",
-            f"the queried object's patches among the top {before['keep']:.0%} of visual tokens by text relevance",
-            f"(chance {before['keep']:.0%}): {before['target_share']:.1%} before stage 1 (projector untrained), "
+            f"the queried object's {'merged tokens' if is_qwen else 'patches'} among the top {before['keep']:.0%} of "
+            f"visual tokens by text relevance (chance {before['keep']:.0%}): {before['target_share']:.1%} before "
+            f"stage 1 ({'merger' if is_qwen else 'projector'} untrained), "
             f"{after.get('target_share', float('nan')):.1%} after stage 2.",
             "",
         ]
@@ -688,15 +866,18 @@ V2 = dict(world="v2", tower_steps=3000, stage0_steps=6000, stage0_lr=5e-4, stage
           large_first=0.0, ground_weight=1.0, warmup=200)  # fmt: skip
 
 
-def defaults(world_name: str = "v1") -> Settings:
-    """The settings a world's shipped model was trained with: v1's are Settings(); v2 overrides V2."""
-    return Settings(**V2) if world_name == "v2" else Settings()
+def defaults(world_name: str = "v1", family: str = "llava_next") -> Settings:
+    """The settings a world's shipped model of a family was trained with: v1's are Settings(); v2 overrides V2;
+    the Qwen2.5-VL toy is trained on v2 with V2's settings (its tower stage: pretrain_qwen_tower)."""
+    base = Settings(**V2) if world_name == "v2" else Settings()
+    return dataclasses.replace(base, family=family)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m adafv.eval.toyworld.train", description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=None, help="checkpoint folder to write (checkpoints/toyworld-llava-next)")
     parser.add_argument("--world", default="v1", choices=WORLDS, help="the scenes (v2: scenes_v2, with its defaults)")
+    parser.add_argument("--family", default="llava_next", choices=FAMILIES, help="the model (qwen2_5_vl: v2 only)")
     for field in dataclasses.fields(Settings):
         if field.type in ("int", "float"):
             kind = int if field.type == "int" else float
@@ -704,7 +885,7 @@ def main(argv=None) -> int:
             parser.add_argument(f"--{field.name.replace('_', '-')}", type=kind, default=None, help=default)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    base = defaults(args.world)
+    base = defaults(args.world, args.family)
     given = (f.name for f in dataclasses.fields(Settings) if getattr(args, f.name, None) is not None)
     values = {name: getattr(args, name) for name in given}
     settings = dataclasses.replace(base, **values)
