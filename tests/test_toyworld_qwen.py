@@ -172,3 +172,20 @@ def test_shipped_qwen_model_reproduces_its_slice(shipped):
     for key in stated:
         differ = sum(a != b for a, b in zip(stated[key], measured[key]))
         assert differ <= 2, (key, differ)
+
+
+@pytest.mark.parametrize("name", ["toyworld-v2-llava-next", "toyworld-v2-qwen2.5-vl"])
+def test_text_only_asks_what_stage_0_trained_on(name):
+    """evaluate.text_only's prompt is stage 0's training sequence (render with the description in the image's
+    place) up to the assistant's answer, for both families."""
+    from adafv.eval.toyworld.evaluate import text_only_ids
+    from adafv.eval.toyworld.train import IGNORE, render
+    from adafv.pipeline import Reference
+
+    reference = Reference.load(name)
+    tok = reference.processor.tokenizer
+    for scene, question in v2.heldout(5):
+        pre, post, labels = render(reference.processor, [(question.text, question.answer)])
+        desc = tok(scene.description(), add_special_tokens=False).input_ids
+        first_answer = next(i for i, y in enumerate(labels) if y != IGNORE)
+        assert text_only_ids(reference, scene, question) == pre + desc + post[:first_answer]

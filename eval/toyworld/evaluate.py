@@ -11,6 +11,10 @@ the model's own processor, adafv's vision module and selection, greedy generatio
     python -m adafv.eval.toyworld.export --out tw && adafv eval --model toyworld-llava-next --data tw/questions.jsonl \
         --method adafv:compact,adafv:rows,... --keep 50%,25%,10%,5% --suffix "" --max-new-tokens 3
 
+`--text-only` is a diagnostic of the LLM alone (`text_only`): every question asked with the scene's description in
+the image's place, as stage 0 trained it; run it on stage 0's weights (after stage 2 the LLM has left the
+description format behind).
+
 `full` feeds the stock transformers image features (`Reference.stock_image_features`). `keep` is a fraction of each
 sample's own visual tokens N*P (rounded, at least 1). An answer is right when the generated text equals the one-word
 answer. `random` draws its positions with the question's index as seed. With `full`, a `blind` row is
@@ -215,6 +219,15 @@ def measure(
     return records
 
 
+def text_only_ids(reference, scene, question) -> list[int]:
+    """The prompt `text_only` asks: the chat template with the scene's description where the image goes, up to the
+    assistant's turn (stage 0's training sequence without its answer)."""
+    tok = reference.processor.tokenizer
+    placeholder = tok.convert_ids_to_tokens(reference.loaded.image_token_id)
+    text = reference.loaded.render_prompt(question.text).replace(placeholder, scene.description())
+    return tok(text, add_special_tokens=family_of(reference) != qwen.FAMILY).input_ids
+
+
 @torch.no_grad()
 def text_only(reference, n: int | None = None, start: int = 0) -> dict:
     """The LLM alone, as stage 0 trained it: each held-out question asked with the scene's *description* in the
@@ -225,12 +238,10 @@ def text_only(reference, n: int | None = None, start: int = 0) -> dict:
     W = world_of(reference.loaded.spec.source)
     n = QUESTIONS[W.NAME] if n is None else n
     tok = reference.processor.tokenizer
-    placeholder = tok.convert_ids_to_tokens(reference.loaded.image_token_id)
     model = reference.model
     right = collections.defaultdict(list)
     for scene, question in W.heldout(n, start):
-        text = reference.loaded.render_prompt(question.text).replace(placeholder, scene.description())
-        ids = tok(text, add_special_tokens=family_of(reference) != qwen.FAMILY, return_tensors="pt").input_ids
+        ids = torch.tensor([text_only_ids(reference, scene, question)])  # (1, L)
         out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=MAX_NEW_TOKENS,
                              do_sample=False, pad_token_id=tok.pad_token_id)  # fmt: skip
         answer = tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip()
