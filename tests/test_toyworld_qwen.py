@@ -189,3 +189,26 @@ def test_text_only_asks_what_stage_0_trained_on(name):
         desc = tok(scene.description(), add_special_tokens=False).input_ids
         first_answer = next(i for i, y in enumerate(labels) if y != IGNORE)
         assert text_only_ids(reference, scene, question) == pre + desc + post[:first_answer]
+
+
+@pytest.mark.slow
+def test_the_trained_qwen_toy_bundle_answers_like_the_reference(make_bundle, shipped):
+    """The shipped Qwen toy through export and the torch-free runtime (an fp32 bundle at 128x112, keep 4): on
+    held-out questions about scenes resized to the bundle's resolution (the runtime refuses a distorting resize),
+    the same kept positions and answer tokens as the reference, and so the same answers right."""
+    from PIL import Image
+
+    from adafv import AdaFVConfig
+    from adafv.runtime import Pipeline
+
+    pipe = Pipeline.load(make_bundle("toyworld-v2-qwen2.5-vl", 4, llm="fp32", resolution=(128, 112)).path)
+    right = [0, 0]
+    for scene, question in v2.heldout(12):
+        image = scene.image.resize((112, 128), Image.BICUBIC)  # (width, height)
+        got = pipe.run(image, question.text, max_new_tokens=3)
+        want = shipped.run(image, question.text, AdaFVConfig(keep=4), 3)
+        assert got["kept_positions"] == want["kept_positions"] and got["tokens"] == want["tokens"]
+        assert got["merged_grid"] == [8, 7]
+        right[0] += got["text"] == question.answer
+        right[1] += want["text"] == question.answer
+    assert right[0] == right[1]
