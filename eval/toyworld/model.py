@@ -30,9 +30,10 @@ FAMILIES = ("llava_next", "qwen2_5_vl")
 # is the last one, 3). 96 wide like the LLaVA tower.
 QWEN_VISION = dict(depth=4, hidden_size=96, intermediate_size=384, num_heads=4, patch_size=PATCH, spatial_merge_size=2,
                    temporal_patch_size=2, window_size=64, fullatt_block_indexes=[1, 3])  # fmt: skip
-# The LLM: the LLaVA toy's size, M-RoPE over head_dim 32. rope_theta 10 and sections [2, 7, 7] (not Qwen's 1e6 and
-# [16, 24, 24]): the merged grid is at most 8 cells a side, and at Qwen's theta its height and width frequencies would
-# turn by under a hundredth of a radian across it, leaving the LLM no way to tell where a token sits.
+# The LLM: the LLaVA toy's size, M-RoPE over head_dim 32. rope_theta 10 and sections [2, 7, 7], not Qwen's 1e6 and
+# [16, 24, 24] (scaled: [4, 6, 6]): across a merged grid of at most 8 cells a side, Qwen's theta would turn the width
+# frequencies by under a thousandth of a radian and the height ones by a quarter at most; at 10 every one turns by
+# 0.8-5 radians, so the LLM can tell where a token sits.
 QWEN_TEXT = dict(hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4,
                  num_key_value_heads=4, rope_parameters={"rope_type": "default", "rope_theta": 10.0,
                                                          "mrope_section": [2, 7, 7]})  # fmt: skip
