@@ -48,8 +48,9 @@ def test_every_text_and_the_template_are_in_the_qwen_vocabulary(fresh):
     _, processor = fresh
     tok = processor.tokenizer
     unk = tok.convert_tokens_to_ids("<|endoftext|>")
-    template = processor.apply_chat_template([{"role": "user", "content": [{"type": "image"},
-                                                                             {"type": "text", "text": "Hi"}]}])
+    template = processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Hi"}]}]
+    )
     assert unk not in tok(template.replace("Hi", v2.DESCRIBE), add_special_tokens=False).input_ids
     for scene, _ in v2.heldout(30):
         for q in v2.questions(scene, random.Random(0), 6):
@@ -94,7 +95,7 @@ def test_qwen_training_smoke_is_loaded_and_measured_by_adafv(tmp_path):
     from adafv.pipeline import Reference
 
     tiny = dict(batch=2, tower_batch=2, tower_steps=2, stage0_steps=1, stage1_steps=1, stage2_steps=2, warmup=1,
-                threads=1, turns=2)  # fmt: skip
+                threads=1, turns=2, stage0_place_steps=1)  # fmt: skip
     settings = __import__("dataclasses").replace(defaults("v2", FAMILY), **tiny)
     _, _, report = train(settings, tmp_path / "ckpt", progress=False)
     assert report["settings"]["family"] == FAMILY and world_of(tmp_path / "ckpt") is v2

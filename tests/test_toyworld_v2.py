@@ -181,7 +181,7 @@ def test_v2_training_smoke_is_read_as_v2(tmp_path):
     from adafv.pipeline import Reference
 
     tiny = dict(batch=2, tower_batch=2, tower_steps=2, stage0_steps=1, stage1_steps=1, stage2_steps=2, warmup=1,
-                threads=1, turns=2)  # fmt: skip
+                threads=1, turns=2, stage0_place_steps=1)  # fmt: skip
     _, processor, report = train(Settings(**{**V2, **tiny}), tmp_path / "ckpt", progress=False)
     assert report["settings"]["world"] == "v2" and world_of(tmp_path / "ckpt") is v2
     assert processor.image_processor.image_grid_pinpoints == v2.PINPOINTS
@@ -202,7 +202,7 @@ def test_large_first_is_refused_for_v2(tmp_path):
     from adafv.eval.toyworld.train import V2, Settings, train
 
     tiny = dict(batch=1, tower_batch=1, tower_steps=1, stage0_steps=1, stage1_steps=1, stage2_steps=1, warmup=1,
-                threads=1, turns=1, large_first=0.5)  # fmt: skip
+                threads=1, turns=1, large_first=0.5, stage0_place_steps=1)  # fmt: skip
     with pytest.raises(ValueError, match="large_first"):
         train(Settings(**{**V2, **tiny}), None, progress=False)
 

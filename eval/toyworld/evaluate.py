@@ -228,23 +228,69 @@ def text_only_ids(reference, scene, question) -> list[int]:
     return tok(text, add_special_tokens=family_of(reference) != qwen.FAMILY).input_ids
 
 
+def training_settings(reference):
+    """The train.Settings the model was trained with (its train.json), or None when it has none."""
+    from .train import Settings
+
+    path = Path(reference.loaded.spec.source) / "train.json"
+    if not path.is_file():
+        return None
+    given = json.loads(path.read_text()).get("settings", {})
+    return Settings(**{f: given[f] for f in Settings.__dataclass_fields__ if f in given})
+
+
+def text_only_objects(reference, scene, question, settings) -> str:
+    """`text_only`'s answer when stage 0 fed object tokens (train.object_tokens, Settings.object_tokens): the
+    prompt's text around them, greedy, each step a full forward laid out as training laid it out (train.collate:
+    Qwen's grid at the image's M-RoPE positions)."""
+    from .train import IGNORE, collate, described
+
+    tok, model = reference.processor.tokenizer, reference.model
+    embed = model.get_input_embeddings()
+    placeholder = tok.convert_ids_to_tokens(reference.loaded.image_token_id)
+    before, after = reference.loaded.render_prompt(question.text).split(placeholder)
+    is_qwen = family_of(reference) == qwen.FAMILY
+    pre = tok(before, add_special_tokens=not is_qwen).input_ids
+    post = tok(after, add_special_tokens=False).input_ids
+    middle, middle_labels, grid = described(scene, reference.processor, embed, settings)
+    answer = []
+    for _ in range(MAX_NEW_TOKENS):
+        row = (pre, middle, middle_labels, post + answer, [IGNORE] * (len(post) + len(answer)))
+        if is_qwen:
+            inputs, mask, _, positions = collate(embed, [row], [grid])
+            logits = model(inputs_embeds=inputs, attention_mask=mask, position_ids=positions).logits
+        else:
+            inputs, mask, _ = collate(embed, [row])
+            logits = model(inputs_embeds=inputs, attention_mask=mask).logits
+        token = int(logits[0, -1].argmax())
+        if token == tok.eos_token_id:
+            break
+        answer.append(token)
+    return tok.decode(answer, skip_special_tokens=True).strip()
+
+
 @torch.no_grad()
 def text_only(reference, n: int | None = None, start: int = 0) -> dict:
     """The LLM alone, as stage 0 trained it: each held-out question asked with the scene's *description* in the
-    image's place (the chat template's text, greedy, MAX_NEW_TOKENS). What the LLM can answer when it is told
-    exactly what is in the picture: an upper bound set by the LLM, which separates what the LLM cannot do (a kind
-    it fails here) from what the vision side loses (a kind it answers here but not from the image). Accuracy (%)
-    overall and per kind, with 95% intervals."""
+    image's place (the chat template's text, greedy, MAX_NEW_TOKENS; a model whose stage 0 fed object tokens, by
+    its train.json, gets those: `text_only_objects`). What the LLM can answer when it is told exactly what is in
+    the picture: an upper bound set by the LLM, which separates what the LLM cannot do (a kind it fails here)
+    from what the vision side loses (a kind it answers here but not from the image). Accuracy (%) overall and per
+    kind, with 95% intervals."""
     W = world_of(reference.loaded.spec.source)
     n = QUESTIONS[W.NAME] if n is None else n
     tok = reference.processor.tokenizer
     model = reference.model
+    settings = training_settings(reference)
     right = collections.defaultdict(list)
     for scene, question in W.heldout(n, start):
-        ids = torch.tensor([text_only_ids(reference, scene, question)])  # (1, L)
-        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=MAX_NEW_TOKENS,
-                             do_sample=False, pad_token_id=tok.pad_token_id)  # fmt: skip
-        answer = tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip()
+        if settings is not None and settings.object_tokens:
+            answer = text_only_objects(reference, scene, question, settings)
+        else:
+            ids = torch.tensor([text_only_ids(reference, scene, question)])  # (1, L)
+            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=MAX_NEW_TOKENS,
+                                 do_sample=False, pad_token_id=tok.pad_token_id)  # fmt: skip
+            answer = tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip()
         right[question.kind].append(answer == question.answer)
         right["all"].append(answer == question.answer)
     return {kind: {"accuracy": _mean(oks), "ci95": [round(100 * v, 1) for v in wilson(sum(oks), len(oks))],

@@ -112,11 +112,19 @@ class Scene:
     def small(self) -> list[Obj]:
         return self.objects[1:]
 
-    def description(self) -> str:
-        """The scene in words: the large object, then the small ones by quadrant, then left to right."""
+    def ordered(self) -> list[Obj]:
+        """The objects in the description's order: the large object, then the small ones by quadrant, then left to
+        right."""
         rank = {q: i for i, q in enumerate(QUADRANTS)}
-        small = sorted(self.small, key=lambda o: (rank[o.quadrant], o.x, o.y))
-        return " , ".join(o.words() for o in [self.large, *small]) + " ."
+        return [self.large, *sorted(self.small, key=lambda o: (rank[o.quadrant], o.x, o.y))]
+
+    def phrases(self) -> list[str]:
+        """The objects in words, one phrase each, in `ordered` order (the description's parts)."""
+        return [o.words() for o in self.ordered()]
+
+    def description(self) -> str:
+        """The scene in words: its phrases, comma-separated."""
+        return " , ".join(self.phrases()) + " ."
 
 
 def best_grid(height: int, width: int, pinpoints=None, grids=None) -> tuple[int, int]:

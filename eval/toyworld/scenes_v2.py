@@ -68,11 +68,9 @@ class Scene(v1.Scene):
 
     count_shape: str = "circle"
 
-    def description(self) -> str:
-        rank = {q: i for i, q in enumerate(QUADRANTS)}
-        small = sorted(self.small, key=lambda o: (rank[o.quadrant], o.x, o.y))
-        large = f"large {self.large.color} {self.large.shape}"
-        return " , ".join([large, *(o.words() for o in small)]) + " ."
+    def phrases(self) -> list[str]:
+        """As v1's, the large distractor without its quadrant (it lies at the centre)."""
+        return [f"large {self.large.color} {self.large.shape}", *super().phrases()[1:]]
 
 
 def best_grid(height: int, width: int) -> tuple[int, int]:
