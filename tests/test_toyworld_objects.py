@@ -64,6 +64,38 @@ def test_qwens_stage_0_grid_is_the_image_in_words():
                 torch.testing.assert_close(middle[cell], want)
 
 
+def test_a_pruned_stage_0_grid_keeps_every_object_at_its_own_cells_positions():
+    """stage0_prune: a reduced grid keeps at least one cell of every object, some of the rest, in raster order, and
+    each kept token sits at the M-RoPE position its cell has in the whole grid (as adafv.positions keeps it)."""
+    import random
+
+    from adafv.eval.toyworld.model import build
+    from adafv.eval.toyworld.train import Settings, collate, described
+
+    model, processor = build(0, world=v2, family=qwen.FAMILY)
+    settings = Settings(world="v2", family=qwen.FAMILY, object_tokens=1, stage0_prune=1.0)
+    embed = model.get_input_embeddings()
+    rng, smaller = random.Random(0), []
+    with torch.no_grad():
+        for seed in range(12):
+            scene = v2.make_scene(seed)
+            whole, _, grid = described(scene, processor, embed, settings)  # no rng: the whole grid
+            middle, labels, reduced = described(scene, processor, embed, settings, rng)
+            rows, cols, kept = reduced
+            assert (rows, cols) == grid and list(kept) == sorted(set(kept.tolist())) and len(kept) == len(middle)
+            cover = qwen.cell_objects(processor, scene)["cells"]  # (P,)
+            assert set(cover[kept]) - {0} == set(range(1, len(scene.objects) + 1))  # every object is still there
+            torch.testing.assert_close(middle, whole[torch.from_numpy(kept)])
+            smaller.append(len(kept) < rows * cols)
+            pre, post = [5, 6, 7], [8, 9]
+            *_, full = collate(embed, [(pre, whole, torch.full((len(whole),), -100), post, [-100] * 2)], [grid])
+            *_, part = collate(embed, [(pre, middle, labels, post, [-100] * 2)], [reduced])
+            image = torch.from_numpy(kept) + len(pre)
+            assert torch.equal(part[:, 0, len(pre) : len(pre) + len(kept)], full[:, 0, image])
+            assert torch.equal(part[:, 0, -len(post) :], full[:, 0, -len(post) :])  # the text after: unmoved
+    assert sum(smaller) >= 6  # most draws reduce (seeded: u < 1 leaves some cells out)
+
+
 @pytest.mark.parametrize("family", ["llava_next", "qwen2_5_vl"])
 def test_object_token_training_is_measured_text_only_as_it_was_trained(tmp_path, family):
     """A model trained with object tokens: text_only reads its train.json and asks with object tokens; its first
@@ -72,7 +104,8 @@ def test_object_token_training_is_measured_text_only_as_it_was_trained(tmp_path,
     from adafv.eval.toyworld.train import IGNORE, defaults, described, forward, render, train
     from adafv.pipeline import Reference
 
-    settings = dataclasses.replace(defaults("v2", family), **TINY)
+    qwen_only = {"tower_place_steps": 1} if family == qwen.FAMILY else {}
+    settings = dataclasses.replace(defaults("v2", family), **TINY, **qwen_only)
     train(settings, tmp_path / "ckpt", progress=False)
     reference = Reference.load(tmp_path / "ckpt")
     assert training_settings(reference).object_tokens == 1
@@ -162,3 +195,51 @@ def test_stage_0_asks_where_first_then_everything(monkeypatch):
     place, every = asked[: 2 * settings.batch], asked[2 * settings.batch :]
     assert len(every) == settings.batch and all(kinds <= set(train.PLACE_KINDS) for kinds in place)
     assert any(kinds - set(train.PLACE_KINDS) for kinds in every)
+
+
+def test_qwen_object_tokens_with_place_keep_the_quadrant_word_and_the_grounding_table_agrees():
+    """ground_position on Qwen: stage 0's object tokens keep the quadrant word (object_tokens(place=True)) and the
+    image stages ground each small object's tokens to the same word (small_quadrants: QUADRANTS order, the
+    distractor none, as its phrase has no place)."""
+    from adafv.eval.toyworld.model import build
+    from adafv.eval.toyworld.train import object_tokens, small_quadrants
+
+    model, processor = build(0, world=v2, family=qwen.FAMILY)
+    tok, embed = processor.tokenizer, model.get_input_embeddings()
+    word = {w: embed.weight[tok.convert_tokens_to_ids(w)] for w in v2.WORDS}
+    with torch.no_grad():
+        for seed in range(6):
+            scene = v2.make_scene(seed)
+            tokens = object_tokens(scene, tok, embed, qwen.FAMILY, place=True)  # (K, D)
+            for row, phrase in zip(tokens, scene.phrases()):
+                torch.testing.assert_close(row, sum(word[w] for w in phrase.split()))
+            table = small_quadrants(scene)  # (8,) by object id + 1
+            for i, o in enumerate(scene.objects):
+                named = [w for w in scene.phrases()[scene.ordered().index(o)].split() if w in v2.QUADRANTS]
+                assert table[i + 1] == (v2.QUADRANTS.index(named[0]) + 1 if named else 0)
+            assert table[1] == 0 and not table[len(scene.objects) + 1 :].any()
+
+
+QWEN_TINY = {**TINY, "tower_place_steps": 2, "ground_position": 1}
+
+
+def test_the_qwen_tower_place_stage_gives_the_same_weights_after_a_tower_taken(tmp_path):
+    """The tower place stage runs on the tower stage's result, reseeded: from scratch, on a tower taken from a
+    checkpoint without it, and taken from a checkpoint with it (then skipped) the weights are the same; other
+    place steps than the checkpoint's are refused, and LLaVA has no such stage."""
+    from adafv.eval.toyworld.train import defaults, train
+
+    base = dataclasses.replace(defaults("v2", qwen.FAMILY), **QWEN_TINY)
+    scratch, _, report = train(base, tmp_path / "scratch", progress=False)
+    place = report["stages"]["tower_place"]
+    assert place["steps"] == 2 and "small_quadrant" in place["last50"]
+    train(dataclasses.replace(base, tower_place_steps=0), tmp_path / "plain", progress=False)
+    for source in ("plain", "scratch"):
+        reused, _, again = train(dataclasses.replace(base, tower_from=str(tmp_path / source)), None, progress=False)
+        assert again["stages"]["tower_place"]["last50"] == place["last50"]
+        for (name, p), q in zip(scratch.named_parameters(), reused.parameters()):
+            assert torch.equal(p, q), (source, name)
+    with pytest.raises(ValueError, match="tower place steps"):
+        train(dataclasses.replace(base, tower_place_steps=3, tower_from=str(tmp_path / "scratch")), None, False)
+    with pytest.raises(ValueError, match="tower_place_steps"):
+        train(dataclasses.replace(defaults("v2"), **TINY, tower_place_steps=1), None, progress=False)

@@ -95,7 +95,7 @@ def test_qwen_training_smoke_is_loaded_and_measured_by_adafv(tmp_path):
     from adafv.pipeline import Reference
 
     tiny = dict(batch=2, tower_batch=2, tower_steps=2, stage0_steps=1, stage1_steps=1, stage2_steps=2, warmup=1,
-                threads=1, turns=2, stage0_place_steps=1)  # fmt: skip
+                threads=1, turns=2, stage0_place_steps=1, tower_place_steps=1)  # fmt: skip
     settings = __import__("dataclasses").replace(defaults("v2", FAMILY), **tiny)
     _, _, report = train(settings, tmp_path / "ckpt", progress=False)
     assert report["settings"]["family"] == FAMILY and world_of(tmp_path / "ckpt") is v2

@@ -2,11 +2,14 @@
 
     .venv/bin/python -m adafv.eval.toyworld.stage0                        # v2's stage 0 (object tokens, place first)
     .venv/bin/python -m adafv.eval.toyworld.stage0 --object-tokens 0 --stage0-place-steps 0 --stage0-steps 6000
-    .venv/bin/python -m adafv.eval.toyworld.stage0 --family qwen2_5_vl    # the Qwen toy's LLM, its object grid
+    .venv/bin/python -m adafv.eval.toyworld.stage0 --family qwen2_5_vl    # the Qwen toy's LLM and stage 0
+    .venv/bin/python -m adafv.eval.toyworld.stage0 --family qwen2_5_vl --ground-position 0 --stage0-steps 0
 
 Builds a fresh toy model of a family, runs `train.stage0` with v2's settings (any `--name value` overrides one, as in
 `train`), then asks the first `--questions` held-out questions with the scene in the image's place exactly as stage 0
-fed it (`train.described`: the description's words, or object tokens) and prints the accuracy per kind (JSON):
+fed it (`train.described`: the description's words, or object tokens; `--ground-position 0`: Qwen's without the
+quadrant word, the M-RoPE cell its only place) and prints the accuracy per kind (JSON; Qwen's object grid also
+`accuracy_pruned`, each grid reduced as `train.pruned` reduces it):
 teacher-forced, the first answer token (every answer is one word), batched. A kind the LLM cannot answer here it
 cannot answer from the image either, whatever the vision side or the selection does: this is the test to run
 before spending the image stages on a change (docs/results/toyworld.md has the measurements). For a shipped
@@ -19,6 +22,7 @@ import argparse
 import collections
 import dataclasses
 import json
+import random
 import time
 
 import torch
@@ -29,13 +33,17 @@ from .train import IGNORE, Settings, defaults, described, forward, freeze, rende
 
 
 @torch.no_grad()
-def measure(model, processor, settings: Settings, n: int, batch: int = 50) -> dict:
+def measure(model, processor, settings: Settings, n: int, batch: int = 50, prune: bool = False) -> dict:
     """Accuracy (%) per kind and overall on the first n held-out v2 questions, the first answer token
-    teacher-forced, with the scene as stage 0 feeds it."""
+    teacher-forced, with the scene as stage 0 feeds it (`prune`: Qwen's grid reduced as `train.pruned` reduces it,
+    seeded, every scene)."""
     model.eval()
     embed = model.get_input_embeddings()
     right = collections.defaultdict(list)
     rows, grids, kinds = [], [], []
+    rng = random.Random("stage0:measure:prune") if prune else None
+    if prune:
+        settings = dataclasses.replace(settings, stage0_prune=1.0)
 
     def flush():
         out, labels = forward(model, settings, embed, rows, grids)
@@ -48,7 +56,7 @@ def measure(model, processor, settings: Settings, n: int, batch: int = 50) -> di
 
     for scene, question in scenes_v2.heldout(n):
         pre, post, labels = render(processor, [(question.text, question.answer)])
-        middle, middle_labels, grid = described(scene, processor, embed, settings)
+        middle, middle_labels, grid = described(scene, processor, embed, settings, rng)
         rows.append((pre, middle, middle_labels, post, labels))
         grids.append(grid)
         kinds.append(question.kind)
@@ -64,8 +72,10 @@ def main(argv=None) -> int:
     parser.add_argument("--family", default="llava_next", choices=FAMILIES)
     parser.add_argument("--questions", type=int, default=600, help="held-out v2 questions (the first n)")
     parser.add_argument("--layers", type=int, default=None, help="LLM layers (default: the toy's 4)")
+    parser.add_argument("--text", default=None, metavar="JSON",
+                        help='overrides of the LLM config, e.g. \'{"num_attention_heads": 2}\'')  # fmt: skip
     names = ("seed", "batch", "turns", "warmup", "threads", "stage0_steps", "stage0_lr", "stage0_place_steps",
-             "object_tokens")  # fmt: skip
+             "object_tokens", "stage0_prune", "ground_position")  # fmt: skip
     for field in dataclasses.fields(Settings):
         if field.name in names:
             kind = int if field.type == "int" else float
@@ -78,6 +88,14 @@ def main(argv=None) -> int:
     settings = dataclasses.replace(defaults("v2", args.family), **given)
     if args.layers is not None:
         settings = dataclasses.replace(settings, text={**settings.text, "num_hidden_layers": args.layers})
+    if args.text is not None:
+        try:
+            text = json.loads(args.text)
+        except json.JSONDecodeError as e:
+            parser.error(f"--text is not JSON: {e}")
+        if not isinstance(text, dict):
+            parser.error("--text must be a JSON object of LLM config entries")
+        settings = dataclasses.replace(settings, text={**settings.text, **text})
     previous = torch.get_num_threads()
     torch.set_num_threads(settings.threads)
     try:
@@ -88,9 +106,12 @@ def main(argv=None) -> int:
         model.train()
         report = stage0(model, processor, settings, None)
         accuracy = measure(model, processor, settings, args.questions)
+        grid = settings.family == "qwen2_5_vl" and settings.object_tokens
+        reduced = measure(model, processor, settings, args.questions, prune=True) if grid else None
     finally:
         torch.set_num_threads(previous)
     out = {"family": settings.family, "questions": args.questions, "accuracy": accuracy, "training": report,
+           **({"accuracy_pruned": reduced} if reduced else {}),
            "settings": {k: v for k, v in dataclasses.asdict(settings).items() if k in names or k == "text"},
            "seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
     print(json.dumps(out, indent=1))

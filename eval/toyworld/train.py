@@ -32,8 +32,11 @@ embeddings, names its object's colour and shape words) and measures alignment be
 (`alignment`: the share of the queried object's patches among the top 10% by AdaFV's text relevance).
 
 `--family qwen2_5_vl` trains the Qwen2.5-VL toy on v2 scenes the same way (model.py, qwen.py): its tower stage
-(`pretrain_qwen_tower`) has no [CLS], so the saliency-pooled features name the distractor instead; stages 1 and 2
-train the PatchMerger (the projector) and feed the merged tokens at their M-RoPE positions (adafv.positions).
+(`pretrain_qwen_tower`) has no [CLS], so the saliency-pooled features name the distractor instead; a tower place
+stage (`tower_place_steps`) then teaches the tower each small object's quadrant, which its 2-D rotary alone does not
+give (where it lies from the central distractor); stage 0 reads object grids (`object_grid`, half of them reduced at
+random: `pruned`); stages 1 and 2 train the PatchMerger (the projector) and feed the merged tokens at their M-RoPE
+positions (adafv.positions).
 
 Stages 1 and 2 feed the LLM the stock LLaVA-NeXT image features (anyres packing, unpadding, newline tokens), i.e.
 exactly what `generate` sees with no token reduction; no selection method is ever seen in training.
@@ -71,6 +74,7 @@ class Settings:
     tower_batch: int = 16  # scenes per tower step (all their crops: 48-96 crops)
     tower_steps: int = 1500
     tower_lr: float = 1e-3
+    tower_place_steps: int = 0  # Qwen: then this many tower steps whose dense head also names the patch's quadrant
     batch: int = 8  # conversations per step in stages 0-2 (small batches, many steps: a small LM learns faster so)
     stage0_steps: int = 1500
     stage0_lr: float = 2e-3
@@ -87,6 +91,7 @@ class Settings:
     ground_weight: float = 0.0  # stages 1 and 2: weight of the grounding term (class Grounding); 0 = v1's training
     object_tokens: int = 0  # stage 0: the scene as one input vector per object (`object_tokens`), not words (1 = on)
     stage0_place_steps: int = 0  # stage 0 begins with this many steps of position and count questions (PLACE_KINDS)
+    stage0_prune: float = 0.0  # Qwen's object grid in stage 0: this share of the scenes keeps some cells (`pruned`)
     vision: dict = dataclasses.field(default_factory=dict)  # overrides of model.VISION
     tower_from: str = ""  # a checkpoint whose tower to take instead of the tower stage (the same tower settings)
     text: dict = dataclasses.field(default_factory=dict)  # overrides of model.TEXT
@@ -210,8 +215,9 @@ def render(processor, turns: list[tuple[str, str]], first_prefix: str = "") -> t
 def collate(embed: nn.Module, rows, grids=None):
     """rows of (pre ids, middle embeds (K, D), middle labels (K,), post ids, post labels) -> inputs_embeds (B, L, D),
     attention_mask (B, L), labels (B, L), right-padded. With `grids` (one per row: the merged grid (rows, cols) of
-    an image whose K = rows*cols tokens are the middle, or None for text there), also M-RoPE position_ids (3, B, L)
-    (adafv.positions, as the reference's generation lays them out)."""
+    an image whose K = rows*cols tokens are the middle, (rows, cols, kept raster indices (K,)) for a pruned one, or
+    None for text there), also M-RoPE position_ids (3, B, L) (adafv.positions, as the reference's generation lays
+    them out: kept tokens keep their cells)."""
     seqs, labs = [], []
     for pre, middle, middle_labels, post, post_labels in rows:
         pre_t, post_t = torch.tensor(pre), torch.tensor(post)
@@ -233,7 +239,8 @@ def collate(embed: nn.Module, rows, grids=None):
         if grid is None:  # text in the image's place: 1-D positions
             layout = np.broadcast_to(np.arange(len(pre) + middle.shape[0] + len(post)), (3, seqs[b].shape[0]))
         else:
-            layout = mrope(len(pre), cells(np.arange(grid[0] * grid[1]), grid[1]), grid, len(post))
+            kept = grid[2] if len(grid) == 3 else np.arange(grid[0] * grid[1])
+            layout = mrope(len(pre), cells(kept, grid[1]), grid[:2], len(post))
         positions[:, b, : seqs[b].shape[0]] = torch.from_numpy(np.ascontiguousarray(layout))
     return inputs, mask, labels, positions
 
@@ -446,7 +453,7 @@ def init_qwen_tower(tower, generator: torch.Generator) -> None:
             block.attn.proj.weight.copy_(-(0.5**0.5) * eye + torch.randn((C, C), generator=generator) * 0.01)
 
 
-def pretrain_qwen_tower(model, processor, settings: Settings, progress) -> dict:
+def pretrain_qwen_tower(model, processor, settings: Settings, progress, place: bool = False) -> dict:
     """The tower stage: dense heads on every patch name the object under it (colour, shape, size; object patches
     weighted 4x, as the LLaVA tower's), and the last full-attention block's attention received (adafv's saliency)
     pools the features into a vector that names the large distractor, with a floor of SALIENT_MASS on the mass it
@@ -454,15 +461,24 @@ def pretrain_qwen_tower(model, processor, settings: Settings, progress) -> dict:
     puts 57% of its attention there unasked). Pooling by the saliency is the [CLS] objective without a [CLS]: as
     CLIP's [CLS] attention lands on the salient object because [CLS] must name it, the attention received here must
     gather what names the distractor. The floor is a floor, not a maximum: a 400-step pilot that maximised the mass
-    drove it to 98%, leaving the rest of the image without a ranking; above the floor the ranking is the tower's."""
+    drove it to 98%, leaving the rest of the image without a ranking; above the floor the ranking is the tower's.
+
+    `place` (the tower place stage, `tower_place_steps` more steps on the trained tower, fresh heads, its own
+    stream): the dense head also names the quadrant of the small object under each patch (none for the distractor
+    and the background). Qwen's tower has no absolute positions (2-D rotary only) and a scene's background says
+    nothing of where the frame is, but the distractor sits at the image's centre: a small object's quadrant is
+    where it lies from the distractor (so for every small object of 2,000 training scenes), which the tower's full
+    attention, relative by construction, can see. LLaVA's tower knows the place from its position embeddings."""
     W = world(settings.world)
-    init_qwen_tower(model.model.visual, torch.Generator().manual_seed(settings.seed))
+    if not place:
+        init_qwen_tower(model.model.visual, torch.Generator().manual_seed(settings.seed))
     module = qwen.visual(model)
     C = model.config.vision_config.hidden_size
     n_col, n_shape = len(scenes.COLORS) + 1, len(scenes.SHAPES) + 1
-    dense = nn.Sequential(nn.LayerNorm(C), nn.Linear(C, n_col + n_shape + 3))
+    n_quad = len(scenes.QUADRANTS) + 1 if place else 0
+    dense = nn.Sequential(nn.LayerNorm(C), nn.Linear(C, n_col + n_shape + 3 + n_quad))
     pooled_head = nn.Sequential(nn.LayerNorm(qwen.MERGE**2 * C), nn.Linear(qwen.MERGE**2 * C, n_col + n_shape))
-    stream = seed_stream(settings, "tower")
+    stream = seed_stream(settings, "tower place" if place else "tower")
 
     def step():
         batch = [W.make_scene(next(stream)) for _ in range(settings.tower_batch)]
@@ -474,19 +490,23 @@ def pretrain_qwen_tower(model, processor, settings: Settings, progress) -> dict:
             features.append(grouped[0].reshape(P * qwen.MERGE**2, C))  # (4P, C) patches in the processor's order
             which = torch.from_numpy(objects["patches"]).long()  # (4P,)
             table = attributes(scene)  # (8, 3)
-            targets.append(table[which])  # (4P, 3)
+            if place:  # (8, 4): and the quadrant id of each small object (0: none, the distractor)
+                table = torch.cat([table, small_quadrants(scene)[:, None]], dim=1)
+            targets.append(table[which])  # (4P, 3 or 4)
             shares.append(torch.from_numpy(objects["patch_share"]).float())
             pooled.append(saliency[0] @ grouped[0])  # (4C,) the saliency-weighted features
             large = torch.from_numpy(objects["cells"] == 1)  # (P,) cells of the distractor
             large_mass.append(saliency[0][large].sum() / saliency[0].sum())
             large_targets.append(table[1, :2])
-        feats, target, share = torch.cat(features), torch.cat(targets), torch.cat(shares)  # (n, C), (n, 3), (n,)
-        logits = dense(feats)  # (n, n_col + n_shape + 3)
+        feats, target, share = torch.cat(features), torch.cat(targets), torch.cat(shares)  # (n, C), (n, 3|4), (n,)
+        logits = dense(feats)  # (n, n_col + n_shape + 3 + n_quad)
         weight = torch.where(target[:, 0] > 0, 4.0, 1.0)
         small = target[:, 2] == 1
         core = small & (share >= 0.5)
         loss, acc = 0.0, []
-        for k, (a, b) in enumerate([(0, n_col), (n_col, n_col + n_shape), (n_col + n_shape, n_col + n_shape + 3)]):
+        spans = [(0, n_col), (n_col, n_col + n_shape), (n_col + n_shape, n_col + n_shape + 3)]
+        spans += [(n_col + n_shape + 3, n_col + n_shape + 3 + n_quad)] if place else []
+        for k, (a, b) in enumerate(spans):
             part, y = logits[:, a:b], target[:, k]
             loss = loss + (F.cross_entropy(part, y, reduction="none") * weight).sum() / weight.sum()
             acc.append(float((part[small].argmax(-1) == y[small]).float().mean()) if small.any() else 0.0)
@@ -498,12 +518,27 @@ def pretrain_qwen_tower(model, processor, settings: Settings, progress) -> dict:
         mass = torch.stack(large_mass)  # (B,)
         loss = loss + F.relu(np.log(SALIENT_MASS) - torch.log(mass.clamp_min(1e-6))).mean()  # a floor, not all
         metrics = {"small_color": acc[0], "small_shape": acc[1], "small_shape_core": acc[2], "small_size": acc[3]}
+        if place:
+            metrics["small_quadrant"] = acc[4]
         pooled_acc = float((head[:, :n_col].argmax(-1) == y[:, 0]).float().mean())
         return loss, {**metrics, "pooled_color": pooled_acc, "saliency_on_large": float(mass.detach().mean())}
 
     params = list(model.model.visual.parameters()) + list(dense.parameters()) + list(pooled_head.parameters())
     params = [p for p in params if not any(p is q for q in model.model.visual.merger.parameters())]
+    if place:
+        return run_loop("tower (place)", params, settings.tower_place_steps, settings.tower_lr, settings, step,
+                        progress)  # fmt: skip
     return run_loop("tower", params, settings.tower_steps, settings.tower_lr, settings, step, progress)
+
+
+def small_quadrants(scene) -> torch.Tensor:
+    """(8,) the quadrant id (1-4, QUADRANTS order) of each small object by object id + 1; 0 none and the distractor
+    (it lies across the centre; the description gives it no place)."""
+    table = torch.zeros(8, dtype=torch.long)
+    for i, o in enumerate(scene.objects):
+        if o.size == "small":
+            table[i + 1] = scenes.QUADRANTS.index(o.quadrant) + 1
+    return table
 
 
 PLACE_KINDS = ("position", "count")  # stage 0's first steps (count: a scene without small objects asks only that)
@@ -521,6 +556,7 @@ def stage0(model, processor, settings: Settings, progress) -> dict:
     tok = processor.tokenizer
     embed = model.get_input_embeddings()
     asking = {}  # the question kinds of the current phase (none: every kind)
+    prng = random.Random(f"{settings.seed}:stage0:prune")
 
     def step():
         rows, grids = [], []
@@ -528,7 +564,7 @@ def stage0(model, processor, settings: Settings, progress) -> dict:
             s = W.make_scene(next(stream))
             asked = W.questions(s, qrng, settings.turns, **asking)
             pre, post, labels = render(processor, [(q.text, q.answer) for q in asked])
-            middle, middle_labels, grid = described(s, processor, embed, settings)
+            middle, middle_labels, grid = described(s, processor, embed, settings, prng)
             rows.append((pre, middle, middle_labels, post, labels))
             grids.append(grid)
         out, labels = forward(model, settings, embed, rows, grids)
@@ -548,26 +584,31 @@ def stage0(model, processor, settings: Settings, progress) -> dict:
     return {**every, **report}
 
 
-def described(scene, processor, embed: nn.Module, settings: Settings):
+def described(scene, processor, embed: nn.Module, settings: Settings, rng: random.Random | None = None):
     """Stage 0's middle for a scene -> (embeds (K, D), labels (K,), Qwen's merged grid or None):
     the description's words (labels: the words), or with `settings.object_tokens` its object tokens (labels
-    IGNORE): LLaVA's one per object in the description's order, Qwen's a whole merged grid laid out as the image
-    (`object_grid`)."""
+    IGNORE): LLaVA's one per object in the description's order, Qwen's a merged grid laid out as the image
+    (`object_grid`): whole, or with `rng`, for a share `settings.stage0_prune` of the scenes, `pruned` (the grid
+    (rows, cols, kept raster indices))."""
     tok = processor.tokenizer
     if not settings.object_tokens:
         desc = torch.tensor(tok(scene.description(), add_special_tokens=False).input_ids)  # (K,)
         return embed(desc), desc, None
     if settings.family == qwen.FAMILY:
-        tokens, grid = object_grid(scene, processor, embed)  # (P, D)
+        tokens, grid, cells = object_grid(scene, processor, embed, bool(settings.ground_position))  # (P, D)
+        if rng is not None and settings.stage0_prune and rng.random() < settings.stage0_prune:
+            kept = pruned(cells, rng)  # (K,)
+            tokens, grid = tokens[torch.from_numpy(kept)], (*grid, kept)  # (K, D)
         return tokens, torch.full((tokens.shape[0],), IGNORE), grid
     tokens = object_tokens(scene, tok, embed, settings.family)  # (K, D)
     return tokens, torch.full((tokens.shape[0],), IGNORE), None
 
 
-def object_tokens(scene, tokenizer, embed: nn.Module, family: str = "llava_next") -> torch.Tensor:
+def object_tokens(scene, tokenizer, embed: nn.Module, family: str = "llava_next", place: bool | None = None):
     """A scene as one input vector per object, in the description's order: the sum of the input embeddings of the
-    words of its phrase (scene.phrases()) -> (K, D). Qwen: without the quadrant word, which the object's M-RoPE
-    cell gives instead (`object_grid`), as in the image.
+    words of its phrase (scene.phrases()) -> (K, D). `place` (default: not on Qwen) keeps the quadrant word;
+    without it the object's M-RoPE cell is all that says where it is (`object_grid`). Qwen's with `place` is what
+    its tokens are grounded to with `ground_position` (the tower place stage makes the tower see the quadrant).
 
     This is the form the grounding term gives a visual token (cosine-near its colour and shape words; on LLaVA's
     base view with `ground_position`, its quadrant word too), so stage 0 teaches the LLM to read objects as it
@@ -575,26 +616,41 @@ def object_tokens(scene, tokenizer, embed: nn.Module, family: str = "llava_next"
     need two hops (find the shape word, read a neighbour); the 4-layer LLM did not learn that in stage 0
     (docs/results/toyworld.md: colour 22% from the description, blind 20%)."""
     vectors = []
+    place = family != qwen.FAMILY if place is None else place
     for phrase in scene.phrases():
-        words = [w for w in phrase.split() if family != qwen.FAMILY or w not in scenes.QUADRANTS]
+        words = [w for w in phrase.split() if place or w not in scenes.QUADRANTS]
         vectors.append(embed(torch.tensor(tokenizer.convert_tokens_to_ids(words))).sum(0))  # (D,)
     return torch.stack(vectors)  # (K, D)
 
 
-def object_grid(scene, processor, embed: nn.Module) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Qwen's stage-0 scene: the image's merged grid in words -> ((rows*cols, D) raster, (rows, cols)). A cell
-    covered by an object (qwen.cell_objects, as the grounding targets) holds that object's token
-    (`object_tokens`), any other cell the input embedding of `<|image_pad|>` (the image placeholder, never text
-    otherwise); fed at the image's M-RoPE positions, so the LLM learns on text to read an object's place from its
-    cell, against the whole grid, as it must in the image."""
+def pruned(cells: np.ndarray, rng: random.Random) -> np.ndarray:
+    """A random reduction of a merged grid that keeps every object -> the kept raster indices, ascending (K,).
+    cells (P,): the object id + 1 under each cell, 0 none. One share u ~ U(0, 1) per grid: each cell is kept with
+    probability u, and each object keeps at least one of its cells (a random one), so an answer about the scene
+    stays an answer about what is kept; u near 0 leaves one token per object, as keep 5-10% nearly does."""
+    u = rng.random()
+    keep = {i for i in range(len(cells)) if rng.random() < u}
+    for obj in sorted(set(cells.tolist()) - {0}):
+        where = [i for i in range(len(cells)) if cells[i] == obj]
+        if not keep.intersection(where):
+            keep.add(rng.choice(where))
+    return np.array(sorted(keep), dtype=np.int64)
+
+
+def object_grid(scene, processor, embed: nn.Module, place: bool = False) -> tuple[torch.Tensor, tuple, np.ndarray]:
+    """Qwen's stage-0 scene: the image's merged grid in words -> ((rows*cols, D) raster, (rows, cols), the object
+    id + 1 under each cell (P,), 0 none). A cell covered by an object (qwen.cell_objects, as the grounding targets)
+    holds that object's token (`object_tokens`; with its quadrant word if `place`), any other cell the input
+    embedding of `<|image_pad|>` (the image placeholder, never text otherwise); fed at the image's M-RoPE
+    positions, so the LLM learns on text to read the objects as it must read them in the image."""
     tok = processor.tokenizer
-    objects = object_tokens(scene, tok, embed, qwen.FAMILY)  # (K, D) in scene.ordered() order
+    objects = object_tokens(scene, tok, embed, qwen.FAMILY, place)  # (K, D) in scene.ordered() order
     index = {id(o): k for k, o in enumerate(scene.ordered())}
     covered = qwen.cell_objects(processor, scene)
     rows, cols = covered["grid"][0] // qwen.MERGE, covered["grid"][1] // qwen.MERGE
     pad = embed(torch.tensor([tok.convert_tokens_to_ids("<|image_pad|>")]))  # (1, D)
     table = torch.cat([pad, objects[[index[id(o)] for o in scene.objects]]])  # (1 + objects, D) by object id + 1
-    return table[torch.from_numpy(covered["cells"]).long()], (rows, cols)  # (P, D)
+    return table[torch.from_numpy(covered["cells"]).long()], (rows, cols), covered["cells"]  # (P, D)
 
 
 def forward(model, settings: Settings, embed: nn.Module, rows, grids):
@@ -652,8 +708,13 @@ def _image_stage(name: str, model, processor, settings: Settings, progress, step
             metrics["answer_acc"] = answer_accuracy(out.logits[qa], labels[qa], eos)
         loss = out.loss
         if ground is not None and is_qwen:  # every merged token against the object under its cell
-            target = torch.cat([attributes(s)[torch.from_numpy(o["cells"]).long()] for s, o in zip(batch, objects)])
-            ground_loss, metrics["ground_acc"] = ground(embed, torch.cat(visual)[None], target[None])  # (1, sum P, D)
+            cells = [torch.from_numpy(o["cells"]).long() for o in objects]  # [(P_i,)]
+            target = torch.cat([attributes(s)[c] for s, c in zip(batch, cells)])  # (sum P, 3)
+            base = quadrant = None
+            if settings.ground_position:  # one image, no crops: every token names its small object's quadrant
+                base = torch.ones(1, dtype=torch.bool)
+                quadrant = torch.cat([small_quadrants(s)[c] for s, c in zip(batch, cells)])[None]  # (1, sum P)
+            ground_loss, metrics["ground_acc"] = ground(embed, torch.cat(visual)[None], target[None], base, quadrant)
             loss = loss + settings.ground_weight * ground_loss
         elif ground is not None:
             which = patch_objects(processor, batch, counts)  # (M, P) object id + 1 under each patch, 0 none
@@ -743,7 +804,8 @@ def load_tower(model, settings: Settings) -> dict:
     with torch.no_grad():
         for name, p in tower_parameters(model).items():
             p.copy_(trained[name])
-    return {**report["stages"]["tower"], "from": str(source)}
+    place = report["stages"].get("tower_place")  # its tower went on to the place stage (`check`: ours, the same)
+    return {**report["stages"]["tower"], "from": str(source), **({"place": place} if place else {})}
 
 
 def freeze(model, *, tower: bool, llm: bool) -> None:
@@ -787,6 +849,12 @@ def check(settings: Settings) -> None:
         differ = [f for f in TOWER_SETTINGS if given.get(f, getattr(unset, f)) != ours[f]]
         if differ:
             raise ValueError(f"--tower-from {source}: its tower was trained with other {', '.join(differ)}")
+        theirs = given.get("tower_place_steps", 0)
+        if theirs and theirs != settings.tower_place_steps:
+            raise ValueError(f"--tower-from {source}: its tower went on for {theirs} tower place steps, not "
+                             f"{settings.tower_place_steps}")  # fmt: skip
+    if settings.tower_place_steps and settings.family != qwen.FAMILY:
+        raise ValueError("tower_place_steps is the Qwen tower's place stage (LLaVA's tower has position embeddings)")
 
 
 def _train(settings: Settings, out_dir: str | Path | None, progress: bool) -> tuple:
@@ -812,6 +880,13 @@ def _train(settings: Settings, out_dir: str | Path | None, progress: bool) -> tu
             else:
                 freeze(model, tower=False, llm=True)
                 report["stages"]["tower"] = pretrain_tower(model, processor, settings, bar)
+            if settings.tower_place_steps:
+                place = report["stages"]["tower"].pop("place", None)  # a checkpoint's tower that has it already
+                if place is None:
+                    torch.manual_seed(settings.seed + 2)  # the same after the tower stage or a tower taken
+                    freeze(model, tower=False, llm=True)
+                    place = pretrain_qwen_tower(model, processor, settings, bar, place=True)
+                report["stages"]["tower_place"] = place
             torch.manual_seed(settings.seed + 1)  # stages 0-2 draw the same randomness after either
             freeze(model, tower=True, llm=False)
             report["stages"]["stage0"] = stage0(model, processor, settings, bar)
@@ -907,9 +982,11 @@ def write_card(out: Path, report: dict) -> Path:
     if is_qwen:
         what.update(tower=f"tower + heads: saliency-pooled features -> large object, >= {SALIENT_MASS:.0%} of the "
                     "saliency on it; patches -> object under them", stage1="merger (image -> description)" + grounding,
-                    stage2="merger + LLM (questions)" + grounding)  # fmt: skip
+                    stage2="merger + LLM (questions)" + grounding,
+                    tower_place="tower + heads, as the tower stage (fresh heads); patches -> also the quadrant of the "
+                    "small object under them")  # fmt: skip
     for name, r in stages.items():
-        lr = s[f"{name}_lr"]
+        lr = s["tower_lr" if name == "tower_place" else f"{name}_lr"]
         if "place" in r:  # stage 0's first steps: position and count questions only
             p = r["place"]
             metrics = ", ".join(f"{k} {v}" for k, v in p["last50"].items())
@@ -930,6 +1007,8 @@ def write_card(out: Path, report: dict) -> Path:
             if is_qwen
             else "of [CLS] naming the large object's colour;"
         ),
+        *(["tower place, `small_quadrant`: the dense head's quadrant of small-object patches;"]
+          if "tower_place" in stages else []),
         "stages 0 and 2, `answer_acc`, teacher-forced accuracy of the one-word answers (stage 0 reads the scene",
         "description in the image's place); stage 1, `token_acc` on the description.",
     ]
@@ -945,19 +1024,25 @@ def write_card(out: Path, report: dict) -> Path:
         lines += [
             "Object tokens (`train.object_tokens`): in stage 0 the scene is one input vector per object, the sum of",
             "its words' input embeddings, in the image's place"
-            + (" and laid out as the image: the merged grid, each cell its covering object's vector (without the"
-               " quadrant word: the place is the M-RoPE position), else `<|image_pad|>`'s embedding."
+            + ((" and laid out as the image: the merged grid, each cell its covering object's vector ("
+                + ("with the quadrant word, as grounding names it" if s.get("ground_position") else
+                   "without the quadrant word: the place is the M-RoPE position")
+                + "), else `<|image_pad|>`'s embedding"
+                + (f"; {s['stage0_prune']:.0%} of the grids reduced at random, every object kept (`train.pruned`)."
+                   if s.get("stage0_prune") else "."))
                if is_qwen else " (size, colour, shape and quadrant words)."),
             "That is the form grounding gives a visual token; the description's words need two attention hops per",
             "lookup, which this LLM did not learn (docs/results/toyworld.md).",
             "",
         ]
     if s.get("ground_weight"):
+        place_words = (", and a small object's tokens its quadrant word (the tower place stage taught the tower "
+                       "where each lies)" if is_qwen else ", and on the base view its quadrant word")  # fmt: skip
         lines += [
             "Grounding (`train.Grounding`, weight " + f"{s['ground_weight']}): in stages 1 and 2 each projected visual",
             "token, read through the LLM's input embeddings (cosine, as AdaFV's text relevance reads it), names the",
             "colour and shape words of the object under its patch"
-            + (", and on the base view its quadrant word" if s.get("ground_position") and not is_qwen else "")
+            + (place_words if s.get("ground_position") else "")
             + " (`ground_acc`: all right, on object patches).",
             "",
         ]
@@ -1004,16 +1089,17 @@ V2 = dict(world="v2", tower_steps=3000, stage0_steps=3000, stage0_lr=5e-4, stage
           ground_position=1)  # fmt: skip
 
 
-# The shipped Qwen toy's stage 0. Its object grid (`object_grid`, --object-tokens 1) was trained and measured
-# (docs/results/toyworld.md): every token 66.2% (words: 64.5%), but the LLM had only ever read whole grids, and
-# pruned sequences broke it (keep 10%: adafv 4.6%, below blind).
-V2_QWEN = dict(object_tokens=0, stage0_place_steps=0, stage0_steps=6000, ground_position=0)
+# The shipped Qwen toy's differences from V2 (docs/results/toyworld.md, measured 2026-12-03): its tower has no
+# absolute positions, so a tower place stage teaches it each small object's quadrant (where it lies from the central
+# distractor); its tokens are then grounded to their quadrant word too, and stage 0 reads object grids with the
+# quadrant word, half of them reduced at random (`pruned`). Without the place stage the LLM, left to read the place
+# from M-RoPE cells, did not (position 35.8% after 1,500 steps, blind 25%); with whole grids only, pruning broke it.
+V2_QWEN = dict(tower_place_steps=1000, stage0_prune=0.5)
 
 
 def defaults(world_name: str = "v1", family: str = "llava_next") -> Settings:
     """The settings a world's shipped model of a family was trained with: v1's are Settings(); v2 overrides V2;
-    the Qwen2.5-VL toy is trained on v2 with V2's settings (its tower stage: pretrain_qwen_tower) but V2_QWEN's
-    stage 0 (the description's words, every kind at once) and no position grounding (it has no base view)."""
+    the Qwen2.5-VL toy is trained on v2 with V2's settings (its tower stage: pretrain_qwen_tower) and V2_QWEN's."""
     base = Settings(**V2) if world_name == "v2" else Settings()
     return dataclasses.replace(base, family=family, **(V2_QWEN if family == qwen.FAMILY else {}))
 
